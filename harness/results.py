@@ -1,0 +1,114 @@
+"""Run records: one self-describing JSON per run, written atomically, and the table read back from them.
+
+A record has four sections: `config` (the resolved run config), `metrics` (what was measured),
+`environment` (versions, hardware, git) and `status` (ok | oom | failed, with the error text). Its file
+name is the method label plus a hash of the config that matters, so reruns of one config share a name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from harness.config import RunConfig
+
+# Fields of the config that do not change what a run measures.
+_NOT_IN_KEY = ("results_dir", "cache_dir", "keep_artifact")
+
+
+def run_key(cfg: RunConfig) -> str:
+    """A short hash of the config that decides the run's measurements."""
+    plain = dataclasses.asdict(cfg)
+    for k in _NOT_IN_KEY:
+        plain.pop(k, None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def record_stem(cfg: RunConfig) -> str:
+    return f"{cfg.model.name}_{cfg.dataset.name}_{cfg.method.label}_{run_key(cfg)}"
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_records(results_dir: str | Path) -> list[dict]:
+    """Every finished record under results_dir (temporary and step-log files are skipped)."""
+    records = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        with path.open(encoding="utf-8") as f:
+            record = json.load(f)
+        record["_path"] = str(path)
+        records.append(record)
+    return records
+
+
+TABLE_COLUMNS = {
+    "method": "method",
+    "status": "status",
+    "peak_mem_mib": "peak mem MiB",
+    "mem_source": "mem source",
+    "tokens_per_s": "tokens/s",
+    "train_s": "train s",
+    "eval_loss": "eval loss",
+    "base_score": "base score",
+    "task_score": "task score",
+    "field_acc": "field acc",
+    "trainable_pct": "trainable %",
+    "artifact_mib": "adapter/ckpt MiB",
+}
+
+
+def records_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per run with the headline figures; peak memory is NVML per-process on GPU, RSS on CPU."""
+    rows = []
+    for r in records:
+        m = r.get("metrics", {})
+        mem = m.get("memory", {})
+        gpu_peak = mem.get("peak_nvml_process_mib") or mem.get("peak_torch_reserved_mib")
+        score = m.get("score", {})
+        base = m.get("base_score", {})
+        rows.append(
+            {
+                "method": r["run"]["method_label"],
+                "status": r["status"],
+                "peak_mem_mib": gpu_peak if gpu_peak else mem.get("peak_rss_mib"),
+                "mem_source": ("nvml" if mem.get("peak_nvml_process_mib") else "torch") if gpu_peak else "rss",
+                "tokens_per_s": m.get("tokens_per_s"),
+                "train_s": m.get("train_seconds"),
+                "eval_loss": m.get("eval_loss"),
+                "base_score": base.get("exact_match"),
+                "task_score": score.get("exact_match"),
+                "field_acc": score.get("field_accuracy"),
+                "trainable_pct": m.get("params", {}).get("trainable_pct"),
+                "artifact_mib": (m.get("artifact_bytes") or 0) / 2**20 if m.get("artifact_bytes") else None,
+                "finished_at": r.get("run", {}).get("finished_at"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def summary_table(records: list[dict]) -> str:
+    """The comparison table as markdown, one row per run, newest last."""
+    frame = records_frame(records)
+    if frame.empty:
+        return "(no run records)"
+    frame = frame.sort_values("finished_at").drop(columns="finished_at")
+    return frame.rename(columns=TABLE_COLUMNS).to_markdown(index=False, floatfmt=".4g")

@@ -1,0 +1,254 @@
+"""One fine-tuning run, top to bottom: check inputs, build, score the base, train, evaluate, record.
+
+Everything that can be wrong with the input (config, dataset, target modules, prompt lengths) is found
+before training starts and raised as ConfigError, which leaves no record. Once the model is being built,
+a failure still writes a record: status `oom` (with the peak reached) or `failed` with the error text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import shutil
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainingArguments, set_seed
+
+from harness import data, env, evaluation, models
+from harness.config import ConfigError, RunConfig
+from harness.monitor import MemorySampler, StepLogger
+from harness.results import record_stem, run_key, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    """bf16 on GPUs that have it, else fp16 on GPU; fp32 on CPU (CPU autocast is slower here)."""
+    if requested != "auto":
+        if requested in ("bf16", "fp16") and device == "cpu":
+            raise ConfigError(f"train.precision={requested} needs a GPU; use fp32 or auto on CPU")
+        return requested
+    if device == "cpu":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def weights_dtype(cfg: RunConfig, precision: str) -> torch.dtype:
+    """Trained weights stay fp32 (mixed precision); a frozen LoRA base is held in the half dtype."""
+    if cfg.method.name == "qlora":
+        return models.DTYPES[cfg.method.compute_dtype]
+    if cfg.method.name == "lora" and precision in ("bf16", "fp16"):
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.float32
+
+
+def check_foreign_gpu_memory(cfg: RunConfig, sampler: MemorySampler) -> float | None:
+    """GPU memory other processes hold at start: warn (or refuse, when strict) above the limit."""
+    if sampler.gpu is None:
+        return None
+    foreign = sampler.gpu.other_processes_mib(sampler.pid)
+    if foreign > cfg.memory.foreign_gpu_mib_limit:
+        message = (
+            f"other processes hold {foreign:.0f} MiB of this GPU at start (limit "
+            f"memory.foreign_gpu_mib_limit={cfg.memory.foreign_gpu_mib_limit:.0f}); device-wide NVML figures include it"
+        )
+        if cfg.memory.strict:
+            raise ConfigError(message + "; refusing to start (memory.strict=true)")
+        log.warning(message)
+    return foreign
+
+
+def _dir_bytes(path: Path, pattern: str) -> int:
+    return sum(p.stat().st_size for p in path.glob(pattern) if p.is_file())
+
+
+def artifact_bytes(torch_model: torch.nn.Module, cfg: RunConfig, stem: str) -> tuple[int, str | None]:
+    """Save the adapter (or full checkpoint) once to measure its size; keep it only if asked."""
+    keep_dir = Path(cfg.results_dir) / "artifacts" / stem
+    target = keep_dir if cfg.keep_artifact else Path(tempfile.mkdtemp(prefix="ft-harness-artifact-"))
+    try:
+        torch_model.save_pretrained(target)
+        size = _dir_bytes(target, "*.safetensors") + _dir_bytes(target, "*.bin")
+    finally:
+        if not cfg.keep_artifact:
+            shutil.rmtree(target, ignore_errors=True)
+    return size, str(keep_dir) if cfg.keep_artifact else None
+
+
+def prepare_inputs(cfg: RunConfig):
+    """Tokenizer and tokenised splits; raises ConfigError on any bad dataset input."""
+    tokenizer = models.load_tokenizer(cfg.model, cfg.cache_dir)
+    rows = data.load_splits(cfg.dataset, cfg.cache_dir)
+    tokenized = {
+        split: data.tokenize_split(
+            rows[split],
+            tokenizer,
+            max_seq_len=cfg.train.max_seq_len,
+            use_chat_template=cfg.dataset.use_chat_template,
+            split=split,
+        )
+        for split in ("train", "validation")
+    }
+    test = rows["test"]
+    if cfg.eval.max_test_examples is not None:
+        test = test.select(range(min(cfg.eval.max_test_examples, len(test))))
+    return tokenizer, tokenized, test
+
+
+def _score(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str) -> dict:
+    return evaluation.task_score(
+        torch_model,
+        tokenizer,
+        test_rows,
+        scorer=cfg.dataset.scorer,
+        use_chat_template=cfg.dataset.use_chat_template,
+        batch_size=cfg.eval.batch_size,
+        max_new_tokens=cfg.eval.max_new_tokens,
+        device=device,
+    )
+
+
+def training_arguments(cfg: RunConfig, *, precision: str, device: str, output_dir: str) -> TrainingArguments:
+    t = cfg.train
+    max_steps = t.max_steps if t.max_steps > 0 else -1
+    return TrainingArguments(
+        output_dir=output_dir,
+        max_steps=max_steps,
+        num_train_epochs=t.num_epochs or 1.0,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=cfg.method.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=int(t.warmup_ratio * t.max_steps) if t.max_steps > 0 else 0,
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        seed=t.seed,
+        data_seed=t.seed,
+        use_cpu=device == "cpu",
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        per_device_eval_batch_size=cfg.eval.batch_size,
+        dataloader_pin_memory=device != "cpu",
+    )
+
+
+def run(cfg: RunConfig) -> dict:
+    """Run one configuration and write its record; returns the record. ConfigError leaves no record."""
+    started = time.perf_counter()
+    started_at = datetime.now(UTC).isoformat()
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.train.precision, device)
+    set_seed(cfg.train.seed)
+    tokenizer, tokenized, test_rows = prepare_inputs(cfg)
+
+    stem = record_stem(cfg)
+    results_dir = Path(cfg.results_dir)
+    record_path = results_dir / f"{stem}.json"
+    steps_path = results_dir / f"{stem}.steps.jsonl"
+    sampler = MemorySampler(device=device, interval_s=cfg.memory.sample_interval_s)
+    foreign_mib = check_foreign_gpu_memory(cfg, sampler)
+    environment = env.collect(device)
+
+    record: dict = {
+        "run": {
+            "id": stem,
+            "key": run_key(cfg),
+            "method_label": cfg.method.label,
+            "started_at": started_at,
+            "device": device,
+            "precision": precision,
+        },
+        "config": dataclasses.asdict(cfg),
+        "metrics": {"memory": {"foreign_gpu_mib_at_start": foreign_mib}},
+        "environment": environment,
+        "status": "running",
+        "error": None,
+    }
+    metrics = record["metrics"]
+    work_dir = Path(tempfile.mkdtemp(prefix="ft-harness-"))
+    partial_steps = work_dir / "steps.jsonl"
+    try:
+        dtype = weights_dtype(cfg, precision)
+        record["run"]["weights_dtype"] = str(dtype).removeprefix("torch.")
+        base = models.load_base_model(
+            model=cfg.model, method=cfg.method, cache_dir=cfg.cache_dir, dtype=dtype, device=device
+        )
+        models.check_target_modules(base, cfg.method)
+        metrics["architecture"] = models.describe_architecture(base)
+        if cfg.eval.base_model:
+            metrics["base_score"] = _score(base, tokenizer, test_rows, cfg, device)
+        torch_model = models.apply_method(
+            base, method=cfg.method, gradient_checkpointing=cfg.train.gradient_checkpointing
+        )
+        metrics["params"] = models.parameter_counts(torch_model)
+
+        step_logger = StepLogger(partial_steps, sampler)
+        trainer = Trainer(
+            model=torch_model,
+            args=training_arguments(cfg, precision=precision, device=device, output_dir=str(work_dir / "trainer")),
+            train_dataset=tokenized["train"],
+            data_collator=data.CompletionCollator(pad_token_id=tokenizer.pad_token_id),
+            callbacks=[step_logger],
+        )
+        sampler.reset()
+        with sampler:
+            train_output = trainer.train()
+        metrics["memory"].update(sampler.peaks())
+        state = trainer.state
+        metrics["train_seconds"] = step_logger.train_seconds
+        metrics["steps"] = state.global_step
+        metrics["train_tokens"] = state.num_input_tokens_seen
+        metrics["tokens_per_s"] = state.num_input_tokens_seen / step_logger.train_seconds
+        samples = state.global_step * cfg.train.batch_size * cfg.train.grad_accum
+        metrics["samples_per_s"] = samples / step_logger.train_seconds
+        metrics["train_loss"] = train_output.training_loss
+
+        eval_start = time.perf_counter()
+        eval_out = trainer.evaluate(eval_dataset=tokenized["validation"])
+        metrics["eval_loss"] = eval_out["eval_loss"]
+        metrics["eval_perplexity"] = math.exp(eval_out["eval_loss"]) if eval_out["eval_loss"] < 50 else None
+        metrics["score"] = _score(torch_model, tokenizer, test_rows, cfg, device)
+        metrics["eval_seconds"] = time.perf_counter() - eval_start
+        metrics["artifact_bytes"], record["run"]["artifact_dir"] = artifact_bytes(torch_model, cfg, stem)
+        record["status"] = "ok"
+    except ConfigError:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    except torch.OutOfMemoryError as e:
+        metrics["memory"].update(sampler.peaks())
+        record["status"], record["error"] = "oom", f"{type(e).__name__}: {e}"
+    except Exception as e:
+        metrics["memory"].update(sampler.peaks())
+        record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+    metrics["total_seconds"] = time.perf_counter() - started
+    record["run"]["finished_at"] = datetime.now(UTC).isoformat()
+    if partial_steps.exists():
+        results_dir.mkdir(parents=True, exist_ok=True)
+        shutil.move(partial_steps, steps_path)
+        record["run"]["steps_log"] = steps_path.name
+    write_json_atomic(record_path, record)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    record["run"]["record_path"] = str(record_path)
+    return record
