@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -11,9 +12,15 @@ from harness.results import load_records, summary_table
 
 
 class PrintSweepTable(Callback):
-    """Reads every record the sweep's jobs wrote and prints one row per run."""
+    """Reads the records this sweep's jobs wrote (started after the sweep did) and prints one row per run."""
+
+    def __init__(self) -> None:
+        self.started_at = ""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started_at = datetime.now(UTC).isoformat()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        records = load_records(config.results_dir)
-        print(f"\n{len(records)} run record(s) in {config.results_dir}:\n")
+        records = [r for r in load_records(config.results_dir) if r["run"]["started_at"] >= self.started_at]
+        print(f"\n{len(records)} run(s) of this sweep, records in {config.results_dir}:\n")
         print(summary_table(records))

@@ -69,14 +69,16 @@ class DatasetConfig:
     source: str = "builtin"
     seed: int = 0
     n_train: int = 2000
-    n_validation: int = 200
+    n_validation: int = 64
     n_test: int = 200
     train_file: str | None = None
     validation_file: str | None = None
     test_file: str | None = None
     hub_id: str | None = None
     hub_config: str | None = None
-    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "validation": "validation", "test": "test"})
+    splits: dict[str, str] = field(
+        default_factory=lambda: {"train": "train", "validation": "validation", "test": "test"}
+    )
     prompt_columns: list[str] = field(default_factory=list)
     prompt_template: str | None = None
     completion_column: str = "completion"
@@ -88,7 +90,7 @@ class DatasetConfig:
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 200
+    max_steps: int = 60
     num_epochs: float | None = None
     batch_size: int = 8
     grad_accum: int = 1
@@ -107,7 +109,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     batch_size: int = 16
-    max_test_examples: int | None = 100
+    max_test_examples: int | None = 48
     max_new_tokens: int = 96
     base_model: bool = True
 

@@ -167,9 +167,7 @@ def apply_method(
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if method.name == "qlora":
-        torch_model = prepare_model_for_kbit_training(
-            torch_model, use_gradient_checkpointing=gradient_checkpointing
-        )
+        torch_model = prepare_model_for_kbit_training(torch_model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
         torch_model.gradient_checkpointing_enable()
         torch_model.enable_input_require_grads()
@@ -191,7 +189,7 @@ def parameter_counts(torch_model: torch.nn.Module) -> dict[str, int | float]:
     for p in torch_model.parameters():
         n = p.numel()
         if p.__class__.__name__ == "Params4bit":
-            n = int(getattr(p, "quant_state").shape.numel()) if getattr(p, "quant_state", None) else n * 2
+            n = int(p.quant_state.shape.numel()) if getattr(p, "quant_state", None) else n * 2
         total += n
     return {"trainable": trainable, "total": total, "trainable_pct": 100.0 * trainable / total}
 
@@ -200,7 +198,14 @@ def describe_architecture(torch_model: torch.nn.Module) -> dict:
     config = getattr(torch_model, "config", None)
     if config is None:
         return {}
-    keys = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "vocab_size", "tie_word_embeddings")
+    keys = (
+        "model_type",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "vocab_size",
+        "tie_word_embeddings",
+    )
     return {k: getattr(config, k, None) for k in keys}
-

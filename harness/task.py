@@ -29,11 +29,10 @@ FIELDS: tuple[str, ...] = (
 )
 
 INSTRUCTION = (
-    "Extract the order details from the customer message below as one line of JSON with the keys "
+    "Extract the order as JSON with keys "
     + ", ".join(FIELDS)
-    + ". Use null for anything the message does not say. Write dates as YYYY-MM-DD, amount as a number, "
-    "currency as a three-letter code, weight in kilograms, and issue as one of: "
-    "refund, damaged, late_delivery, wrong_item, cancel, billing."
+    + ". Use null if absent, dates as YYYY-MM-DD, weight in kg, "
+    "issue one of refund, damaged, late_delivery, wrong_item, cancel, billing."
 )
 
 FIRST_NAMES = (
@@ -175,7 +174,7 @@ class Example:
 
     def completion(self) -> str:
         """The gold answer: the fields as one line of JSON in the fixed key order."""
-        return json.dumps({k: self.fields[k] for k in FIELDS}, ensure_ascii=False)
+        return json.dumps({k: self.fields[k] for k in FIELDS}, ensure_ascii=False, separators=(",", ":"))
 
 
 def _pick(rng: random.Random, options: list[str], held_out: bool) -> tuple[str, bool]:
@@ -252,7 +251,7 @@ def make_example(rng: random.Random, *, order_number: int, allow_unseen: bool) -
     prod_written = singular if qty == 1 else plural
     qty_written = _format_quantity(rng, qty)
     if qty == 1 and rng.random() < 0.5:
-        qty_written = rng.choice(["a", "one"]) if not singular[0] in "aeiou" else "one"
+        qty_written = rng.choice(["a", "one"]) if singular[0] not in "aeiou" else "one"
 
     has_amount = rng.random() < 0.75
     currency = rng.choice(list(CURRENCIES)) if has_amount else None

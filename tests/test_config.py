@@ -1,0 +1,78 @@
+"""Every config composes and passes its checks; bad values fail with a message naming the field."""
+
+import pytest
+
+from harness.config import ConfigError
+
+CONF_GROUPS = {
+    "model": ["smollm2-135m", "smollm2-135m-hub", "tiny", "qwen2.5-0.5b", "llama-3.2-1b", "llama-2-7b", "llama-3-8b"],
+    "method": ["full", "lora", "qlora", "qlora_fp4"],
+    "dataset": ["extraction"],
+    "train": ["default", "smoke"],
+}
+
+
+def test_config_groups_match_the_files():
+    from .conftest import CONF
+
+    for group, names in CONF_GROUPS.items():
+        assert sorted(p.stem for p in (CONF / group).glob("*.yaml")) == sorted(
+            names + (["jsonl", "alpaca"] if group == "dataset" else [])
+        )
+
+
+@pytest.mark.parametrize("model", CONF_GROUPS["model"])
+@pytest.mark.parametrize("method", CONF_GROUPS["method"])
+def test_every_model_and_method_composes(make_config, model, method):
+    cfg = make_config(f"model={model}", f"method={method}")
+    assert cfg.model.name == model
+    assert cfg.method.name == method.split("_")[0]
+
+
+def test_qlora_fields_are_explicit(make_config):
+    nf4, fp4 = make_config("method=qlora"), make_config("method=qlora_fp4")
+    assert (nf4.method.quant_type, fp4.method.quant_type) == ("nf4", "fp4")
+    for cfg in (nf4, fp4):
+        assert cfg.method.double_quant is False
+        assert cfg.method.compute_dtype == "bfloat16"
+        assert cfg.method.r == 16 and cfg.method.target_modules
+    assert fp4.method.label == "qlora-fp4-r16"
+    assert make_config("method=qlora", "method.double_quant=true").method.label == "qlora-nf4-dq-r16"
+
+
+def test_full_ft_learning_rate_is_lower_than_lora(make_config):
+    assert make_config("method=full").method.learning_rate < make_config("method=lora").method.learning_rate / 4
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["method.r=0"], "method.r=0"),
+        (["method.r=-4"], "method.r=-4"),
+        (["method=qlora", "method.quant_type=int3"], "quant_type"),
+        (["method=qlora", "method.double_quant=null"], "double_quant"),
+        (["method=lora", "method.target_modules=[]"], "target_modules"),
+        (["train.batch_size=0"], "batch_size"),
+        (["dataset=jsonl"], "dataset.train_file"),
+        (["train.precision=fp8"], "precision"),
+        (["method.r=abc"], "method.r"),
+        (["+method.rank=8"], "rank"),
+    ],
+)
+def test_bad_values_fail_before_anything_loads(make_config, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config(*overrides)
+
+
+def test_qlora_without_bitsandbytes_is_a_clear_error(make_config, monkeypatch):
+    import importlib.util
+
+    from harness import models
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)
+    )
+    cfg = make_config("method=qlora")
+    with pytest.raises(ConfigError, match="bitsandbytes"):
+        models.quantization_config(cfg.method)

@@ -1,0 +1,123 @@
+"""The real run flow on a tiny random model: every method trains a few steps and writes a full record."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.config import ConfigError
+from harness.train import run
+
+
+def _lora_params(arch: dict, r: int, targets: list[str]) -> int:
+    """LoRA adds r * (in + out) parameters per adapted linear layer."""
+    h, i = arch["hidden_size"], arch["intermediate_size"]
+    head = h // arch["num_attention_heads"]
+    kv = arch["num_key_value_heads"] * head
+    shapes = {
+        "q_proj": (h, h),
+        "k_proj": (h, kv),
+        "v_proj": (h, kv),
+        "o_proj": (h, h),
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+    }
+    return arch["num_hidden_layers"] * sum(r * (a + b) for a, b in (shapes[t] for t in targets))
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory, cache_dir):
+    """Run full, LoRA, QLoRA nf4 and QLoRA fp4 once each; tests below inspect the records."""
+    from harness.config import load_run_config
+
+    from .conftest import FAST, compose_config
+
+    out = tmp_path_factory.mktemp("results")
+    recs = {}
+    for method in ("full", "lora", "qlora", "qlora_fp4"):
+        cfg = load_run_config(
+            compose_config([*FAST, f"method={method}", f"results_dir={out}", f"cache_dir={cache_dir}"])
+        )
+        recs[method] = run(cfg)
+    return recs
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora", "qlora_fp4"])
+def test_every_method_runs_and_records(records, method):
+    r = records[method]
+    assert r["status"] == "ok", r["error"]
+    m = r["metrics"]
+    assert m["steps"] == 4
+    assert m["train_tokens"] > 0 and m["tokens_per_s"] > 0 and m["samples_per_s"] > 0
+    assert 0 < m["train_seconds"] < m["total_seconds"]
+    assert m["eval_loss"] > 0 and m["eval_perplexity"] > 1
+    assert 0 <= m["score"]["exact_match"] <= 1 and m["score"]["n"] == 4
+    assert 0 <= m["base_score"]["exact_match"] <= 1
+    assert m["memory"]["peak_rss_mib"] > 0
+    assert m["memory"]["peak_torch_reserved_mib"] is None  # CPU: no CUDA figures, not zeros
+    assert m["artifact_bytes"] > 0
+    env = r["environment"]
+    assert env["packages"]["torch"] and env["packages"]["peft"] and env["python"]
+    saved = json.loads(Path(r["run"]["record_path"]).read_text())
+    assert saved["status"] == "ok" and saved["config"]["method"]["name"] == method.split("_")[0]
+    steps = [json.loads(line) for line in (Path(r["run"]["record_path"]).parent / r["run"]["steps_log"]).open()]
+    assert [s["step"] for s in steps] == [1, 2, 3, 4]
+    assert all(s["loss"] > 0 and s["learning_rate"] is not None and "rss_mib" in s for s in steps)
+
+
+def test_trainable_share_matches_lora_arithmetic(records):
+    lora = records["lora"]
+    cfg = lora["config"]
+    expected = _lora_params(cfg["model"]["architecture"], cfg["method"]["r"], cfg["method"]["target_modules"])
+    p = lora["metrics"]["params"]
+    assert p["trainable"] == expected
+    assert p["trainable_pct"] == pytest.approx(100 * expected / p["total"])
+    # QLoRA trains the same adapter on a 4-bit base with the same logical parameter count.
+    q = records["qlora"]["metrics"]["params"]
+    assert q["trainable"] == expected and q["total"] == p["total"]
+
+
+def test_full_trains_everything_and_its_checkpoint_dwarfs_the_adapter(records):
+    p = records["full"]["metrics"]["params"]
+    assert p["trainable"] == p["total"] and p["trainable_pct"] == 100
+    assert records["full"]["metrics"]["artifact_bytes"] > 5 * records["lora"]["metrics"]["artifact_bytes"]
+
+
+def test_qlora_records_the_quantisation(records):
+    assert records["qlora"]["config"]["method"]["quant_type"] == "nf4"
+    assert records["qlora_fp4"]["config"]["method"]["quant_type"] == "fp4"
+    assert records["qlora"]["run"]["method_label"] == "qlora-nf4-r16"
+
+
+def test_missing_target_module_lists_the_models_linear_layers(make_config, tmp_path):
+    cfg = make_config("method=lora", "method.target_modules=[query_key_value]")
+    with pytest.raises(ConfigError, match=r"query_key_value.*q_proj"):
+        run(cfg)
+    assert not list((tmp_path / "results").glob("*.json"))
+
+
+def test_failure_during_training_writes_a_failed_record(make_config, monkeypatch, tmp_path):
+    from transformers import Trainer
+
+    def boom(self, *a, **k):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(Trainer, "train", boom)
+    record = run(make_config("method=lora"))
+    assert record["status"] == "failed" and "simulated crash" in record["error"]
+    saved = json.loads(Path(record["run"]["record_path"]).read_text())
+    assert saved["status"] == "failed"
+
+
+def test_oom_is_recorded_as_oom(make_config, monkeypatch):
+    import torch
+    from transformers import Trainer
+
+    def oom(self, *a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Trainer, "train", oom)
+    record = run(make_config("method=full"))
+    assert record["status"] == "oom"
+    assert record["metrics"]["memory"]["peak_rss_mib"] > 0
