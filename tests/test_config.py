@@ -53,7 +53,6 @@ def test_full_ft_learning_rate_is_lower_than_lora(make_config):
         (["method=qlora", "method.double_quant=null"], "double_quant"),
         (["method=lora", "method.target_modules=[]"], "target_modules"),
         (["train.batch_size=0"], "batch_size"),
-        (["dataset=jsonl"], "dataset.train_file"),
         (["train.precision=fp8"], "precision"),
         (["method.r=abc"], "method.r"),
         (["+method.rank=8"], "rank"),
@@ -62,6 +61,15 @@ def test_full_ft_learning_rate_is_lower_than_lora(make_config):
 def test_bad_values_fail_before_anything_loads(make_config, overrides, message):
     with pytest.raises(ConfigError, match=message):
         make_config(*overrides)
+
+
+def test_jsonl_dataset_needs_its_files():
+    from harness.config import load_run_config
+
+    from .conftest import compose_config
+
+    with pytest.raises(ConfigError, match="dataset.train_file"):
+        load_run_config(compose_config(["dataset=jsonl"]))
 
 
 def test_qlora_without_bitsandbytes_is_a_clear_error(make_config, monkeypatch):
