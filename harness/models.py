@@ -113,12 +113,16 @@ def quantization_config(method: MethodConfig):
 
 
 def load_base_model(
-    *, model: ModelConfig, method: MethodConfig, cache_dir: str, dtype: torch.dtype, device: str
+    *, model: ModelConfig, method: MethodConfig, cache_dir: str, dtype: torch.dtype, device: str, seed: int = 0
 ) -> torch.nn.Module:
-    """The frozen-or-not base model, 4-bit where the method says so, on `device`."""
+    """The frozen-or-not base model, 4-bit where the method says so, on `device`.
+
+    Random weights are drawn from `seed`, so loading twice gives the same model.
+    """
     quant = quantization_config(method)
     if model.init == "random":
         config = AutoConfig.for_model(**model.architecture)
+        torch.manual_seed(seed)
         if quant is None:
             torch_model = AutoModelForCausalLM.from_config(config, dtype=dtype)
             return torch_model.to(device)

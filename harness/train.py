@@ -199,13 +199,21 @@ def run(cfg: RunConfig) -> dict:
     try:
         dtype = weights_dtype(cfg, precision)
         record["run"]["weights_dtype"] = str(dtype).removeprefix("torch.")
-        base = models.load_base_model(
-            model=cfg.model, method=cfg.method, cache_dir=cfg.cache_dir, dtype=dtype, device=device
+        load_base = lambda: models.load_base_model(  # noqa: E731
+            model=cfg.model, method=cfg.method, cache_dir=cfg.cache_dir, dtype=dtype, device=device, seed=cfg.train.seed
         )
+        base = load_base()
         models.check_target_modules(base, cfg.method)
         metrics["architecture"] = models.describe_architecture(base)
         if cfg.eval.base_model:
             metrics["base_score"] = _score(base, tokenizer, test_rows, cfg, device)
+            if cfg.method.name == "qlora" and device == "cpu":
+                # On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks each 4-bit weight for an inference
+                # kernel that has no backward the first time the layer runs in eval mode without grad.
+                # QLoRA trained afterwards gets no gradient through the frozen base (measured: SmolLM2
+                # QLoRA loss rose 1.38 -> 1.51 over 60 steps). A fresh load trains correctly.
+                del base
+                base = load_base()
         torch_model = models.apply_method(
             base, method=cfg.method, gradient_checkpointing=cfg.train.gradient_checkpointing
         )

@@ -121,3 +121,16 @@ def test_oom_is_recorded_as_oom(make_config, monkeypatch):
     record = run(make_config("method=full"))
     assert record["status"] == "oom"
     assert record["metrics"]["memory"]["peak_rss_mib"] > 0
+
+
+def test_qlora_training_is_unchanged_by_scoring_the_base_first(make_config):
+    """bitsandbytes packs 4-bit weights on CPU for a kernel without backward when the base is scored in eval
+    mode; the run must train exactly as it does without base scoring."""
+
+    def first_steps(base_model: bool) -> list[tuple]:
+        record = run(make_config("method=qlora", f"eval.base_model={str(base_model).lower()}"))
+        assert record["status"] == "ok", record["error"]
+        path = Path(record["run"]["record_path"]).parent / record["run"]["steps_log"]
+        return [(s["loss"], s["grad_norm"]) for s in map(json.loads, path.open())]
+
+    assert first_steps(True) == first_steps(False)
