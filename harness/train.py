@@ -199,9 +199,17 @@ def run(cfg: RunConfig) -> dict:
     try:
         dtype = weights_dtype(cfg, precision)
         record["run"]["weights_dtype"] = str(dtype).removeprefix("torch.")
-        load_base = lambda: models.load_base_model(  # noqa: E731
-            model=cfg.model, method=cfg.method, cache_dir=cfg.cache_dir, dtype=dtype, device=device, seed=cfg.train.seed
-        )
+
+        def load_base() -> torch.nn.Module:
+            return models.load_base_model(
+                model=cfg.model,
+                method=cfg.method,
+                cache_dir=cfg.cache_dir,
+                dtype=dtype,
+                device=device,
+                seed=cfg.train.seed,
+            )
+
         base = load_base()
         models.check_target_modules(base, cfg.method)
         metrics["architecture"] = models.describe_architecture(base)
