@@ -1,12 +1,14 @@
-"""Entry point: `python -m harness [overrides]` runs one configuration; `-m` sweeps with Hydra multirun.
+"""Entry point: `python -m harness [overrides]` runs one configuration; `-m` or `+sweeps=NAME` sweeps.
 
-Thin on purpose: compose (Hydra) -> check (config.py) -> run (train.py) -> print the record's row.
+Thin on purpose: compose (Hydra) -> check (config.py) -> skip if done -> run (train.py) -> print the row.
+`python -m harness report RESULTS_DIR` (re)writes a report from records alone (report.py).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -14,27 +16,45 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness.config import ConfigError, load_run_config
-from harness.results import summary_table
-from harness.train import run
+from harness.results import RECORD_POINTER, existing_ok_record, summary_table
 
 log = logging.getLogger("harness")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def run_job(cfg: DictConfig) -> None:
+    from harness.train import run  # late: keeps `--help` and config errors fast
+
     try:
         run_cfg = load_run_config(cfg)
-        record = run(run_cfg)
+        record = None if run_cfg.force else existing_ok_record(run_cfg)
+        if record is not None:
+            log.info(
+                "a record of this config exists with status ok, skipping (force=true reruns): %s",
+                record["run"]["record_path"],
+            )
+        else:
+            record = run(run_cfg)
     except ConfigError as e:
         # One clear line, no traceback, no record; in a sweep this stops the sweep (every job would fail).
         log.error("configuration error: %s", e)
         sys.exit(2)
+    # Tells the end-of-sweep callback which record this job stands for (written or reused).
+    Path(HydraConfig.get().runtime.output_dir, RECORD_POINTER).write_text(record["run"]["record_path"])
     print(summary_table([record]))
     if record["status"] != "ok":
         log.error("run %s: %s", record["status"], (record["error"] or "").splitlines()[0])
         # In a sweep the other jobs go on; a single run reports the failure in its exit code.
         if HydraConfig.get().mode == RunMode.RUN:
             sys.exit(1)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "report":
+        from harness.report import main as report_main
+
+        sys.exit(report_main(sys.argv[2:]))
+    run_job()
 
 
 if __name__ == "__main__":

@@ -1,26 +1,52 @@
-"""Hydra callbacks: at the end of a multirun, print the comparison table of the sweep's records."""
+"""Hydra callbacks: at the end of a sweep, print its table and write its report.
+
+The sweep's records are found through the pointer file each job leaves in its output folder (the record
+it wrote, or the ok record it reused when resuming), so this works with any launcher, SLURM included.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+import logging
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from harness.results import load_records, summary_table
+from harness.results import RECORD_POINTER, summary_table
+
+log = logging.getLogger("harness.sweep")
+
+
+def sweep_records(sweep_dir: str | Path) -> list[dict]:
+    records, seen = [], set()
+    for pointer in sorted(Path(sweep_dir).rglob(RECORD_POINTER)):
+        path = Path(pointer.read_text().strip())
+        if path in seen or not path.exists():
+            continue
+        seen.add(path)
+        record = json.loads(path.read_text(encoding="utf-8"))
+        record["_path"] = str(path)
+        records.append(record)
+    return records
 
 
 class PrintSweepTable(Callback):
-    """Reads the records this sweep's jobs wrote (started after the sweep did) and prints one row per run."""
+    """Prints one row per run of the sweep and writes the sweep's report (report.md, report.html)."""
 
-    def __init__(self) -> None:
-        self.started_at = ""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started_at = datetime.now(UTC).isoformat()
+    def __init__(self, write_report: bool = True) -> None:
+        self.write_report = write_report
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        records = [r for r in load_records(config.results_dir) if r["run"]["started_at"] >= self.started_at]
+        records = sweep_records(config.hydra.sweep.dir)
         print(f"\n{len(records)} run(s) of this sweep, records in {config.results_dir}:\n")
         print(summary_table(records))
+        if self.write_report and records:
+            from harness.report import write_report
+
+            out_dir = Path(config.report_dir)
+            paths = write_report(
+                records, out_dir, title=f"{config.sweep_name}: {config.model.name} on {config.dataset.name}"
+            )
+            log.info("report: %s", ", ".join(str(p) for p in paths))

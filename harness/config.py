@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 METHODS = ("full", "lora", "qlora")
@@ -135,6 +135,12 @@ class RunConfig:
     device: str = "auto"
     # Keep the saved adapter / checkpoint under results_dir/artifacts (it is always saved once to measure it).
     keep_artifact: bool = False
+    # Rerun even when a record of this config exists with status ok (otherwise the run is skipped: resume).
+    force: bool = False
+    # The sweep this run belongs to (names the report folder); not part of the run's key.
+    sweep_name: str = "adhoc"
+    # Where a sweep's report is written.
+    report_dir: str = "reports"
 
 
 def _require(condition: bool, message: str) -> None:
@@ -200,8 +206,10 @@ def check(cfg: RunConfig) -> RunConfig:
 
 def load_run_config(cfg: DictConfig) -> RunConfig:
     """Merge Hydra's composed config onto the schema, then check it. Raises ConfigError."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.pop("hydra", None)  # Hydra's own node may hold interpolations only a running job can resolve
     plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
         run_cfg = OmegaConf.to_object(merged)

@@ -12,14 +12,18 @@ import hashlib
 import json
 import os
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
 from harness.config import RunConfig
 
+# File a sweep job leaves in its Hydra output folder: the path of the record it stands for.
+RECORD_POINTER = "record_path.txt"
+
 # Fields of the config that do not change what a run measures.
-_NOT_IN_KEY = ("results_dir", "cache_dir", "keep_artifact")
+_NOT_IN_KEY = ("results_dir", "cache_dir", "keep_artifact", "force", "sweep_name", "report_dir")
 
 
 def run_key(cfg: RunConfig) -> str:
@@ -47,6 +51,49 @@ def write_json_atomic(path: Path, obj: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def record_path(cfg: RunConfig) -> Path:
+    return Path(cfg.results_dir) / f"{record_stem(cfg)}.json"
+
+
+def existing_ok_record(cfg: RunConfig) -> dict | None:
+    """The record of this exact config if one exists with status ok: a sweep run again skips it."""
+    path = record_path(cfg)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("status") != "ok":
+        return None
+    record["run"]["record_path"] = str(path)
+    return record
+
+
+def write_process_failure(cfg: RunConfig, error: str) -> Path:
+    """A record for a job whose process died before it could write its own (kill, segfault, host OOM)."""
+    from harness import env  # late: env imports torch
+
+    now = datetime.now(UTC).isoformat()
+    record = {
+        "run": {
+            "id": record_stem(cfg),
+            "key": run_key(cfg),
+            "method_label": cfg.method.label,
+            "started_at": now,
+            "finished_at": now,
+        },
+        "config": dataclasses.asdict(cfg),
+        "metrics": {},
+        "environment": env.collect("cpu"),
+        "status": "failed",
+        "error": error,
+    }
+    path = record_path(cfg)
+    write_json_atomic(path, record)
+    return path
 
 
 def load_records(results_dir: str | Path) -> list[dict]:
