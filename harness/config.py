@@ -112,6 +112,12 @@ class EvalConfig:
     max_test_examples: int | None = 48
     max_new_tokens: int = 96
     base_model: bool = True
+    # Forgetting: loss on general text (not the task) before and after training; 0 chunks turns it off.
+    forgetting_chunks: int = 8
+    forgetting_chunk_tokens: int = 256
+    # Inference cost: latency of base / adapter unmerged / merged on the first N test prompts; 0 turns it off.
+    latency_prompts: int = 4
+    latency_new_tokens: int = 32
 
 
 @dataclass
@@ -141,6 +147,9 @@ class RunConfig:
     sweep_name: str = "adhoc"
     # Where a sweep's report is written.
     report_dir: str = "reports"
+    # A named set of reduced settings (conf/profile/), stated in the report; "full" = the settings as composed.
+    profile_name: str = "full"
+    profile_note: str = ""
 
 
 def _require(condition: bool, message: str) -> None:
@@ -200,6 +209,10 @@ def check(cfg: RunConfig) -> RunConfig:
     _require(t.max_seq_len > 8, f"train.max_seq_len={t.max_seq_len}: must be > 8")
     _require(t.precision in PRECISIONS, f"train.precision={t.precision!r}: one of {PRECISIONS}")
     _require(cfg.device in ("auto", "cpu", "cuda"), f"device={cfg.device!r}: auto, cpu or cuda")
+    for name in ("forgetting_chunks", "latency_prompts"):
+        _require(getattr(cfg.eval, name) >= 0, f"eval.{name}={getattr(cfg.eval, name)}: must be >= 0 (0 turns it off)")
+    _require(cfg.eval.forgetting_chunk_tokens > 1, "eval.forgetting_chunk_tokens must be > 1")
+    _require(cfg.eval.latency_new_tokens > 0, "eval.latency_new_tokens must be > 0")
     _require(cfg.eval.batch_size > 0, f"eval.batch_size={cfg.eval.batch_size}: must be > 0")
     return cfg
 

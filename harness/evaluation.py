@@ -116,3 +116,82 @@ def task_score(
         for p, r, q in list(zip(test_rows["prompt"], references, predictions, strict=True))[:n_samples]
     ]
     return result
+
+
+# General text that is not the task: docstrings of Python standard-library modules (Python 3.11, PSF
+# licence). The loss on it before and after training is the run's forgetting.
+GENERAL_TEXT = Path(__file__).resolve().parent / "texts" / "general.txt"
+
+
+@torch.no_grad()
+def general_text_loss(
+    torch_model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    device: str,
+    chunk_tokens: int,
+    max_chunks: int,
+) -> dict:
+    """Mean next-token loss on fixed chunks of GENERAL_TEXT (one forward pass, no generation)."""
+    text = GENERAL_TEXT.read_text(encoding="utf-8")
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    n_chunks = min(max_chunks, len(ids) // chunk_tokens)
+    if n_chunks == 0:
+        raise ValueError(f"general text has {len(ids)} tokens, fewer than one chunk of {chunk_tokens}")
+    chunks = ids[: n_chunks * chunk_tokens].view(n_chunks, chunk_tokens).to(device)
+    was_training = torch_model.training
+    torch_model.eval()
+    try:
+        loss = torch_model(input_ids=chunks, labels=chunks).loss
+    finally:
+        torch_model.train(was_training)
+    return {"loss": float(loss), "tokens": n_chunks * chunk_tokens, "source": GENERAL_TEXT.name}
+
+
+@torch.no_grad()
+def generation_latency(
+    torch_model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    *,
+    use_chat_template: bool,
+    new_tokens: int,
+    device: str,
+) -> dict:
+    """Latency of greedy generation, one prompt at a time, exactly `new_tokens` new tokens each.
+
+    min_new_tokens = max_new_tokens, so every variant (base, adapter unmerged, merged) does the same
+    work whatever it would answer; one short warm-up call is left out of the timing.
+    """
+    was_training = torch_model.training
+    torch_model.eval()
+
+    def generate(prompt: str, n: int) -> None:
+        text = render_prompt(tokenizer, prompt, use_chat_template)
+        batch = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
+        torch_model.generate(
+            **batch, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    try:
+        generate(prompts[0], 2)
+        latencies = []
+        for prompt in prompts:
+            sync()
+            start = time.perf_counter()
+            generate(prompt, new_tokens)
+            sync()
+            latencies.append(time.perf_counter() - start)
+    finally:
+        torch_model.train(was_training)
+    total = sum(latencies)
+    return {
+        "mean_latency_s": total / len(latencies),
+        "tokens_per_s": new_tokens * len(latencies) / total,
+        "new_tokens": new_tokens,
+        "n_prompts": len(latencies),
+    }

@@ -23,7 +23,16 @@ from harness.config import RunConfig
 RECORD_POINTER = "record_path.txt"
 
 # Fields of the config that do not change what a run measures.
-_NOT_IN_KEY = ("results_dir", "cache_dir", "keep_artifact", "force", "sweep_name", "report_dir")
+_NOT_IN_KEY = (
+    "results_dir",
+    "cache_dir",
+    "keep_artifact",
+    "force",
+    "sweep_name",
+    "report_dir",
+    "profile_name",
+    "profile_note",
+)
 
 
 def run_key(cfg: RunConfig) -> str:

@@ -8,6 +8,8 @@ a failure still writes a record: status `oom` (with the peak reached) or `failed
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 import shutil
@@ -128,6 +130,54 @@ def _score(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str) -> di
     )
 
 
+def _base_score(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str, dtype: torch.dtype) -> dict:
+    """The untrained model's score, cached: every LoRA rank of a sweep shares one base (same weights,
+    dtype and quantisation), so it is scored once per cache instead of once per run."""
+    m = cfg.method
+    key_fields = {
+        "model": dataclasses.asdict(cfg.model),
+        "dataset": dataclasses.asdict(cfg.dataset),
+        "eval": [cfg.eval.batch_size, cfg.eval.max_test_examples, cfg.eval.max_new_tokens],
+        "dtype": str(dtype),
+        "quant": [m.quant_type, m.double_quant, m.compute_dtype] if m.name == "qlora" else None,
+        "device": device,
+        "seed": cfg.train.seed if cfg.model.init == "random" else None,
+    }
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = Path(cfg.cache_dir).expanduser() / "base_scores" / f"{key}.json"
+    if path.exists():
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        cached["cached_from"] = str(path)
+        return cached
+    result = _score(torch_model, tokenizer, test_rows, cfg, device)
+    write_json_atomic(path, result)
+    return result
+
+
+def _general_loss(torch_model, tokenizer, cfg: RunConfig, device: str) -> dict | None:
+    if not cfg.eval.forgetting_chunks:
+        return None
+    return evaluation.general_text_loss(
+        torch_model,
+        tokenizer,
+        device=device,
+        chunk_tokens=cfg.eval.forgetting_chunk_tokens,
+        max_chunks=cfg.eval.forgetting_chunks,
+    )
+
+
+def _latency(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str) -> dict:
+    prompts = list(test_rows["prompt"][: cfg.eval.latency_prompts])
+    return evaluation.generation_latency(
+        torch_model,
+        tokenizer,
+        prompts,
+        use_chat_template=cfg.dataset.use_chat_template,
+        new_tokens=cfg.eval.latency_new_tokens,
+        device=device,
+    )
+
+
 def training_arguments(cfg: RunConfig, *, precision: str, device: str, output_dir: str) -> TrainingArguments:
     t = cfg.train
     max_steps = t.max_steps if t.max_steps > 0 else -1
@@ -213,8 +263,12 @@ def run(cfg: RunConfig) -> dict:
         base = load_base()
         models.check_target_modules(base, cfg.method)
         metrics["architecture"] = models.describe_architecture(base)
+        base_eval_start = time.perf_counter()
         if cfg.eval.base_model:
-            metrics["base_score"] = _score(base, tokenizer, test_rows, cfg, device)
+            metrics["base_score"] = _base_score(base, tokenizer, test_rows, cfg, device, dtype)
+        forgetting_before = _general_loss(base, tokenizer, cfg, device)
+        latency = {"base": _latency(base, tokenizer, test_rows, cfg, device)} if cfg.eval.latency_prompts else {}
+        if cfg.eval.base_model or cfg.eval.forgetting_chunks or cfg.eval.latency_prompts:
             if cfg.method.name == "qlora" and device == "cpu":
                 # On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks each 4-bit weight for an inference
                 # kernel that has no backward the first time the layer runs in eval mode without grad.
@@ -222,6 +276,7 @@ def run(cfg: RunConfig) -> dict:
                 # QLoRA loss rose 1.38 -> 1.51 over 60 steps). A fresh load trains correctly.
                 del base
                 base = load_base()
+        metrics["base_eval_seconds"] = time.perf_counter() - base_eval_start
         torch_model = models.apply_method(
             base, method=cfg.method, gradient_checkpointing=cfg.train.gradient_checkpointing
         )
@@ -253,8 +308,28 @@ def run(cfg: RunConfig) -> dict:
         metrics["eval_loss"] = eval_out["eval_loss"]
         metrics["eval_perplexity"] = math.exp(eval_out["eval_loss"]) if eval_out["eval_loss"] < 50 else None
         metrics["score"] = _score(torch_model, tokenizer, test_rows, cfg, device)
+        if forgetting_before is not None:
+            after = _general_loss(torch_model, tokenizer, cfg, device)
+            metrics["forgetting"] = {
+                "loss_before": forgetting_before["loss"],
+                "loss_after": after["loss"],
+                "delta": after["loss"] - forgetting_before["loss"],
+                "tokens": after["tokens"],
+                "source": after["source"],
+            }
+        if latency:
+            # full FT: the trained model; LoRA: adapter unmerged; QLoRA: the 4-bit base with its adapter.
+            latency["trained" if cfg.method.name == "full" else "unmerged"] = _latency(
+                torch_model, tokenizer, test_rows, cfg, device
+            )
         metrics["eval_seconds"] = time.perf_counter() - eval_start
         metrics["artifact_bytes"], record["run"]["artifact_dir"] = artifact_bytes(torch_model, cfg, stem)
+        if latency and cfg.method.name == "lora":
+            # Last, since merging changes the model in place. (QLoRA is not merged: that would requantise.)
+            torch_model = torch_model.merge_and_unload()
+            latency["merged"] = _latency(torch_model, tokenizer, test_rows, cfg, device)
+        if latency:
+            metrics["inference"] = latency
         record["status"] = "ok"
     except ConfigError:
         shutil.rmtree(work_dir, ignore_errors=True)

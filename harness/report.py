@@ -1,0 +1,461 @@
+"""The sweep report: report.md and a self-contained report.html, a pure function of run records.
+
+`python -m harness report RESULTS_DIR [--out DIR]` regenerates it from records alone; a sweep writes it
+at its end (callbacks.py). Sections: conditions, the runs, the documents' trade-off matrix filled with
+measured values, the claims check (claims.py), plots, and a few model outputs per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from harness.claims import check_claims, load_claims  # noqa: E402
+from harness.results import load_records  # noqa: E402
+
+PLOTS = ("memory", "speed", "pareto", "ranks", "nf4_fp4", "loss_curves")
+
+
+def _steps_losses(record: dict) -> list[float]:
+    name = record.get("run", {}).get("steps_log")
+    if not name or "_path" not in record:
+        return []
+    path = Path(record["_path"]).parent / name
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r["loss"] for r in rows if r.get("loss") is not None]
+
+
+def runs_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per record with every figure the report uses (failed and oom runs included)."""
+    rows = []
+    for r in records:
+        cfg, m = r.get("config", {}), r.get("metrics", {})
+        method, train = cfg.get("method", {}), cfg.get("train", {})
+        mem, score = m.get("memory", {}), m.get("score", {})
+        latency = m.get("inference", {})
+        gpu = mem.get("peak_nvml_process_mib") or mem.get("peak_torch_reserved_mib")
+        rows.append(
+            {
+                "label": r["run"]["method_label"],
+                "method": method.get("name"),
+                "r": method.get("r"),
+                "quant_type": method.get("quant_type"),
+                "double_quant": method.get("double_quant"),
+                "target_modules": ",".join(method.get("target_modules") or []),
+                "seed": train.get("seed"),
+                "grad_accum": train.get("grad_accum"),
+                "status": r.get("status"),
+                "error": (r.get("error") or "").splitlines()[0] if r.get("error") else "",
+                "device": r["run"].get("device"),
+                "peak_mem_mib": gpu or mem.get("peak_rss_mib"),
+                "mem_source": ("nvml" if mem.get("peak_nvml_process_mib") else "torch reserved") if gpu else "rss",
+                "nvml_process_mib": mem.get("peak_nvml_process_mib"),
+                "torch_reserved_mib": mem.get("peak_torch_reserved_mib"),
+                "torch_allocated_mib": mem.get("peak_torch_allocated_mib"),
+                "rss_mib": mem.get("peak_rss_mib"),
+                "tokens_per_s": m.get("tokens_per_s"),
+                "train_s": m.get("train_seconds"),
+                "total_s": m.get("total_seconds"),
+                "eval_loss": m.get("eval_loss"),
+                "score": score.get("exact_match"),
+                "field_acc": score.get("field_accuracy"),
+                "n_test": score.get("n", 0),
+                "base_score": m.get("base_score", {}).get("exact_match"),
+                "trainable_pct": m.get("params", {}).get("trainable_pct"),
+                "params_total": m.get("params", {}).get("total"),
+                "artifact_mib": m["artifact_bytes"] / 2**20 if m.get("artifact_bytes") else None,
+                "forgetting_delta": m.get("forgetting", {}).get("delta"),
+                "latency_base": latency.get("base", {}).get("mean_latency_s"),
+                "latency_unmerged": (latency.get("unmerged") or latency.get("trained") or {}).get("mean_latency_s"),
+                "latency_merged": latency.get("merged", {}).get("mean_latency_s"),
+                "latency_new_tokens": latency.get("base", {}).get("new_tokens"),
+                "losses": _steps_losses(r),
+                "samples": score.get("samples", []),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def variants_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """Ok runs of one method label averaged over seeds (mean, std of the score, number of seeds)."""
+    ok = runs[runs["status"] == "ok"]
+    if ok.empty:
+        return ok.assign(n_seeds=[], score_std=[])
+    numeric = [c for c in ok.columns if ok[c].dtype.kind in "fi" and c not in ("seed",)]
+    first = ok.groupby("label", sort=False).first()
+    means = ok.groupby("label", sort=False)[numeric].mean()
+    out = first.drop(columns=numeric).join(means)
+    out["n_seeds"] = ok.groupby("label", sort=False).size()
+    out["score_std"] = ok.groupby("label", sort=False)["score"].std()
+    order = {"full": 0, "lora": 1, "qlora": 2}
+    out = out.reset_index()
+    out["_order"] = out["method"].map(order)
+    return out.sort_values(["_order", "quant_type", "double_quant", "r"], na_position="first").drop(columns="_order")
+
+
+def conditions(records: list[dict]) -> pd.DataFrame:
+    """What the figures depend on; a value that differs between runs is listed with each of its values."""
+
+    def values(get) -> str:
+        seen = []
+        for r in records:
+            try:
+                v = get(r)
+            except (KeyError, TypeError):
+                v = None
+            if v not in seen:
+                seen.append(v)
+        return ", ".join("-" if v is None else str(v) for v in seen)
+
+    env = lambda r: r["environment"]  # noqa: E731
+    rows = [
+        ("model", values(lambda r: r["config"]["model"]["name"])),
+        ("model source", values(lambda r: r["config"]["model"].get("hub_id") or r["config"]["model"].get("gguf_file"))),
+        ("parameters", values(lambda r: f"{r['metrics']['params']['total'] / 1e6:.1f}M")),
+        ("dataset", values(lambda r: r["config"]["dataset"]["name"])),
+        (
+            "train examples / validation / test scored",
+            values(
+                lambda r: (
+                    f"{r['config']['dataset']['n_train']} / {r['config']['dataset']['n_validation']} / "
+                    f"{r['config']['eval']['max_test_examples']}"
+                )
+            ),
+        ),
+        ("profile", values(lambda r: r["config"].get("profile_name", "full"))),
+        (
+            "steps x batch x grad accum",
+            values(
+                lambda r: (
+                    f"{r['config']['train']['max_steps']} x {r['config']['train']['batch_size']} x "
+                    f"{r['config']['train']['grad_accum']}"
+                )
+            ),
+        ),
+        ("max sequence length", values(lambda r: r["config"]["train"]["max_seq_len"])),
+        ("precision", values(lambda r: r["run"]["precision"])),
+        ("gradient checkpointing", values(lambda r: r["config"]["train"]["gradient_checkpointing"])),
+        ("optimizer", values(lambda r: r["config"]["train"]["optim"])),
+        ("seeds", values(lambda r: r["config"]["train"]["seed"])),
+        (
+            "device",
+            values(lambda r: env(r).get("gpu_name") or f"CPU: {env(r).get('cpu')} ({env(r).get('cpu_count')} cores)"),
+        ),
+        ("GPU driver / CUDA", values(lambda r: f"{env(r).get('gpu_driver')} / {env(r).get('cuda_runtime')}")),
+        ("python", values(lambda r: env(r)["python"])),
+        (
+            "torch / transformers / peft",
+            values(lambda r: " / ".join(str(env(r)["packages"].get(p)) for p in ("torch", "transformers", "peft"))),
+        ),
+        (
+            "bitsandbytes / datasets",
+            values(lambda r: " / ".join(str(env(r)["packages"].get(p)) for p in ("bitsandbytes", "datasets"))),
+        ),
+        ("git", values(lambda r: f"{env(r).get('git_sha', '')[:10]}{' (dirty)' if env(r).get('git_dirty') else ''}")),
+    ]
+    return pd.DataFrame(rows, columns=["condition", "value"])
+
+
+def _fmt(x: float | None, spec: str = ".3g") -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
+    status = {"ok": "ok", "oom": "does not fit (OOM)", "failed": "failed"}
+    return pd.DataFrame(
+        {
+            "method": runs["label"],
+            "seed": runs["seed"],
+            "status": [
+                status.get(s, s) + (f": {e[:80]}" if e and s != "ok" else "")
+                for s, e in zip(runs["status"], runs["error"], strict=True)
+            ],
+            "peak mem MiB": [
+                f"{_fmt(v, '.0f')} ({src})" for v, src in zip(runs["peak_mem_mib"], runs["mem_source"], strict=True)
+            ],
+            "tokens/s": runs["tokens_per_s"].map(lambda v: _fmt(v, ".1f")),
+            "train s": runs["train_s"].map(lambda v: _fmt(v, ".1f")),
+            "eval loss": runs["eval_loss"].map(_fmt),
+            "base score": runs["base_score"].map(_fmt),
+            "score": runs["score"].map(_fmt),
+            "field acc": runs["field_acc"].map(_fmt),
+            "forgetting": runs["forgetting_delta"].map(lambda v: _fmt(v, "+.4f")),
+            "trainable %": runs["trainable_pct"].map(_fmt),
+            "adapter/ckpt MiB": runs["artifact_mib"].map(lambda v: _fmt(v, ".2f")),
+        }
+    )
+
+
+def matrix_table(variants: pd.DataFrame) -> pd.DataFrame:
+    """The documents' matrix (method, memory, speed, accuracy vs full FT, trainable %, size, best use)."""
+    docs = load_claims()["matrix"]
+    full = variants[variants["method"] == "full"]
+    full_speed = float(full["tokens_per_s"].iloc[0]) if not full.empty else None
+    full_score = float(full["score"].iloc[0]) if not full.empty else None
+    rows = []
+    for _, v in variants.iterrows():
+        d = docs.get(v["method"], {})
+        speed = f"{v['tokens_per_s']:.0f} tok/s"
+        if full_speed:
+            speed += f" ({v['tokens_per_s'] / full_speed:.2f}x full)"
+        if full_score and v["method"] != "full":
+            acc = f"{v['score']:.3f} ({(v['score'] - full_score) / full_score * 100:+.1f} % vs full)"
+        else:
+            acc = f"{v['score']:.3f}"
+        seeds = f" ±{v['score_std']:.3f}, {int(v['n_seeds'])} seeds" if v["n_seeds"] > 1 else ""
+        rows.append(
+            {
+                "method": v["label"],
+                "peak memory (measured)": f"{v['peak_mem_mib']:.0f} MiB ({v['mem_source']})",
+                "memory, 7B (docs)": d.get("memory_7b", "-"),
+                "train speed (measured)": speed,
+                "speed (docs)": d.get("speed", "-"),
+                "task score (measured)": acc + seeds,
+                "accuracy (docs)": d.get("accuracy", "-"),
+                "trainable % (measured)": f"{v['trainable_pct']:.3g}",
+                "trainable (docs)": d.get("trainable", "-"),
+                "adapter/ckpt (measured)": f"{v['artifact_mib']:.2f} MiB" if v["artifact_mib"] else "-",
+                "size (docs)": d.get("artifact", "-"),
+                "best use (docs)": d.get("best_use", "-"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both lower memory and higher score."""
+    keep = []
+    for i, (m, s) in enumerate(points):
+        if not any((m2 <= m and s2 >= s) and (m2 < m or s2 > s) for j, (m2, s2) in enumerate(points) if j != i):
+            keep.append(i)
+    return sorted(keep, key=lambda i: points[i][0])
+
+
+def make_plots(runs: pd.DataFrame, variants: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    """Each plot as a PNG in out_dir; a plot whose data is missing is left out."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    labels = list(variants["label"])
+    x = np.arange(len(labels))
+
+    def save(name: str, fig) -> None:
+        fig.tight_layout()
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths[name] = path
+
+    if len(variants):
+        fig, ax = plt.subplots(figsize=(max(6, len(labels) * 0.9), 4))
+        sources = [
+            ("nvml_process_mib", "NVML (process)"),
+            ("torch_reserved_mib", "torch reserved"),
+            ("torch_allocated_mib", "torch allocated"),
+            ("rss_mib", "RSS (CPU)"),
+        ]
+        sources = [(c, n) for c, n in sources if variants[c].notna().any()]
+        width = 0.8 / max(len(sources), 1)
+        for i, (col, name) in enumerate(sources):
+            ax.bar(x + i * width - 0.4 + width / 2, variants[col].fillna(0), width, label=name)
+        ax.set_xticks(x, labels, rotation=30, ha="right")
+        ax.set_ylabel("peak memory, MiB")
+        ax.set_title("Peak memory per method (one bar per source)")
+        ax.legend(fontsize=8)
+        save("memory", fig)
+
+        fig, ax = plt.subplots(figsize=(max(6, len(labels) * 0.9), 4))
+        ax.bar(x, variants["tokens_per_s"], color="tab:green")
+        ax.set_xticks(x, labels, rotation=30, ha="right")
+        ax.set_ylabel("non-padding tokens/s (training)")
+        ax.set_title("Training throughput")
+        save("speed", fig)
+
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        pts = list(zip(variants["peak_mem_mib"].astype(float), variants["score"].astype(float), strict=True))
+        ax.errorbar(variants["peak_mem_mib"], variants["score"], yerr=variants["score_std"].fillna(0), fmt="o")
+        for (m, s), label in zip(pts, labels, strict=True):
+            ax.annotate(label, (m, s), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        front = _pareto(pts)
+        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "r--", label="Pareto frontier")
+        ax.set_xlabel(f"peak memory, MiB ({variants['mem_source'].iloc[0]})")
+        ax.set_ylabel("task score (exact match)")
+        ax.set_title("Score against memory")
+        ax.legend(fontsize=8)
+        save("pareto", fig)
+
+    lora = variants[variants["method"] == "lora"].sort_values("r")
+    if lora["r"].nunique() >= 2:
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.5))
+        for ax, col, name in zip(
+            axes,
+            ("score", "peak_mem_mib", "artifact_mib"),
+            ("task score", "peak memory, MiB", "adapter, MiB"),
+            strict=True,
+        ):
+            ax.plot(lora["r"], lora[col], "o-")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("LoRA rank r")
+            ax.set_title(name)
+        save("ranks", fig)
+
+    q = runs[(runs["method"] == "qlora") & (runs["status"] == "ok")]
+    if set(q["quant_type"]) >= {"nf4", "fp4"}:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        for _, row in q.iterrows():
+            style = "-" if row["quant_type"] == "nf4" else "--"
+            axes[0].plot(row["losses"], style, label=f"{row['label']} s{row['seed']}")
+        axes[0].set_xlabel("logged step")
+        axes[0].set_ylabel("training loss")
+        axes[0].set_title("nf4 (solid) vs fp4 (dashed)")
+        axes[0].legend(fontsize=7)
+        qv = variants[variants["method"] == "qlora"]
+        axes[1].bar(qv["label"], qv["score"], yerr=qv["score_std"].fillna(0))
+        axes[1].set_ylabel("task score")
+        axes[1].tick_params(axis="x", rotation=20)
+        save("nf4_fp4", fig)
+
+    ok = runs[runs["status"] == "ok"]
+    if ok["losses"].map(len).sum():
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for _, row in ok.iterrows():
+            ax.plot(row["losses"], label=f"{row['label']} s{row['seed']}", linewidth=1)
+        ax.set_yscale("log")
+        ax.set_xlabel("logged step")
+        ax.set_ylabel("training loss")
+        ax.set_title("Training loss, every run")
+        ax.legend(fontsize=7, ncol=2)
+        save("loss_curves", fig)
+    return paths
+
+
+def _answer(variants: pd.DataFrame) -> str:
+    """The sweep's short answer: best score, and the least memory within 5 % of it."""
+    if variants.empty:
+        return "No run finished ok."
+    best = variants.sort_values("score").iloc[-1]
+    near = variants[variants["score"] >= best["score"] * 0.95].sort_values("peak_mem_mib").iloc[0]
+    fastest = variants.sort_values("tokens_per_s").iloc[-1]
+    return (
+        f"Best task score: **{best['label']}** ({best['score']:.3f}). Least peak memory within 5 % of that score: "
+        f"**{near['label']}** ({near['peak_mem_mib']:.0f} MiB, score {near['score']:.3f}). Fastest training: "
+        f"**{fastest['label']}** ({fastest['tokens_per_s']:.0f} tokens/s)."
+    )
+
+
+def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path]:
+    """Write report.md (plots as PNG beside it) and a self-contained report.html into out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = runs_frame(records)
+    variants = variants_frame(runs)
+    claims = check_claims(runs[runs["status"] == "ok"], variants)
+    plots = make_plots(runs, variants, out_dir)
+    cond = conditions(records)
+    profile_notes = sorted({r["config"].get("profile_note") or "" for r in records} - {""})
+    sections = [
+        ("Conditions", cond, None),
+        ("Answer", None, _answer(variants)),
+        (
+            "Runs",
+            runs_table(runs),
+            "One row per run. Peak memory: NVML per process on a GPU, RSS on a CPU; "
+            "forgetting: loss on general text after minus before training.",
+        ),
+        ("Trade-off matrix: measured, next to the documents", matrix_table(variants), None),
+        ("Claims check", claims[["id", "claim", "source", "measured", "verdict", "why"]], None),
+    ]
+
+    md = [f"# {title}", "", "Generated from run records by `python -m harness report`; do not edit.", ""]
+    for note in profile_notes:
+        md += [f"> **Profile:** {note}", ""]
+    for name, frame, text in sections:
+        md += [f"## {name}", ""]
+        if text:
+            md += [text, ""]
+        if frame is not None:
+            md += [frame.to_markdown(index=False), ""]
+    md += ["## Plots", ""]
+    for name, path in plots.items():
+        md += [f"![{name}]({path.name})", ""]
+    md += ["## Model outputs (first test examples)", ""]
+    for _, row in runs[runs["status"] == "ok"].iterrows():
+        for sample in row["samples"][:2]:
+            md += [
+                f"- **{row['label']}** (seed {row['seed']}): `{sample['prediction'][:300]}`  ",
+                f"  expected: `{sample['reference'][:300]}`",
+            ]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+
+    h = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
+        "font-size:13px;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}"
+        "th{background:#f0f0f0}img{max-width:100%;display:block;margin:1em 0}pre{white-space:pre-wrap;"
+        "background:#f7f7f7;padding:.5em}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<p>Generated from run records by <code>python -m harness report</code>; do not edit.</p>",
+    ]
+    for note in profile_notes:
+        h.append(f"<p><b>Profile:</b> {html.escape(note)}</p>")
+    for name, frame, text in sections:
+        h.append(f"<h2>{html.escape(name)}</h2>")
+        if text:
+            h.append(f"<p>{html.escape(text).replace('**', '')}</p>")
+        if frame is not None:
+            h.append(frame.to_html(index=False, escape=True, border=0))
+    h.append("<h2>Plots</h2>")
+    for name, path in plots.items():
+        data = base64.b64encode(path.read_bytes()).decode()
+        h.append(f"<img alt='{name}' src='data:image/png;base64,{data}'>")
+    h.append("<h2>Model outputs (first test examples)</h2>")
+    for _, row in runs[runs["status"] == "ok"].iterrows():
+        for sample in row["samples"][:2]:
+            h.append(
+                f"<p><b>{html.escape(row['label'])}</b> (seed {row['seed']})</p>"
+                f"<pre>{html.escape(sample['prediction'])}</pre>"
+                f"<p>expected:</p><pre>{html.escape(sample['reference'])}</pre>"
+            )
+    h.append("</body></html>")
+    html_path = out_dir / "report.html"
+    html_path.write_text("\n".join(h), encoding="utf-8")
+    return [md_path, html_path]
+
+
+def default_out_dir(results_dir: Path) -> Path:
+    """results/<model>/<dataset> -> reports/<model>/<dataset>/all"""
+    parts = results_dir.resolve().parts
+    tail = parts[parts.index("results") + 1 :] if "results" in parts else (results_dir.name,)
+    return Path("reports", *tail, "all")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness report", description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir", type=Path, help="a folder of run records (results/<model>/<dataset>)")
+    parser.add_argument("--out", type=Path, help="report folder (default reports/<model>/<dataset>/all)")
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args(argv)
+    if not args.results_dir.is_dir():
+        parser.error(f"{args.results_dir}: not a folder")
+    records = load_records(args.results_dir)
+    if not records:
+        parser.error(f"{args.results_dir}: no run records (*.json) in it")
+    out = args.out or default_out_dir(args.results_dir)
+    title = args.title or f"{records[0]['config']['model']['name']} on {records[0]['config']['dataset']['name']}"
+    for path in write_report(records, out, title=title):
+        print(path)
+    return 0
