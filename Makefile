@@ -1,12 +1,15 @@
 # Two commands do everything, set-up included (a virtual environment in .venv, the dependencies, the
-# offline model): `make compare` runs the default comparison, `make test` runs the tests.
+# offline model): `make sweep` runs the trade-off sweep and writes its report, `make test` runs the tests.
 # `make help` lists the targets.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup compare test lint
+# No CUDA GPU: the sweep uses the cpu_quick profile (conf/profile/cpu_quick.yaml), stated in the report.
+PROFILE = $(shell $(PY) -c "import torch; print('full' if torch.cuda.is_available() else 'cpu_quick')")
+
+.PHONY: help setup sweep compare report test lint
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -22,6 +25,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv with everything installed
+
+sweep: $(STAMP)  ## the trade-off sweep (10 jobs) on SmolLM2-135M, built-in task; writes reports/.../tradeoff/report.{md,html}
+	$(PY) -m harness +sweeps=tradeoff $(if $(filter cpu_quick,$(PROFILE)),profile=cpu_quick) $(ARGS)
+
+report: $(STAMP)  ## regenerate a report from records: make report RESULTS=results/smollm2-135m/extraction
+	$(PY) -m harness report $(RESULTS) $(ARGS)
 
 compare: $(STAMP)  ## the default comparison: full FT, LoRA, QLoRA nf4, QLoRA fp4 on SmolLM2-135M, built-in task
 	$(PY) -m harness --multirun method=full,lora,qlora,qlora_fp4 $(ARGS)

@@ -19,6 +19,7 @@ def _harness(args: list[str], tmp_path: Path, cache_dir: str) -> subprocess.Comp
             *args,
             f"hydra.run.dir={tmp_path}/hydra",
             f"hydra.sweep.dir={tmp_path}/hydra-sweep",
+            f"report_dir={tmp_path}/reports",
         ],
         cwd=ROOT,
         env=env,

@@ -1,0 +1,127 @@
+"""Sweeps: every sweep file composes and checks; a job that dies is recorded and the sweep goes on; a sweep
+killed mid-job (kill -9) leaves no half-written record and, run again, runs only what is missing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from harness.config import load_run_config
+
+from .conftest import FAST, ROOT, compose_config
+
+SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_job_of_every_sweep_composes_and_checks(sweep):
+    params = yaml.safe_load((ROOT / "sweeps" / f"{sweep}.yaml").read_text())["hydra"]["sweeper"]["params"]
+    methods = params["method"].split(",")
+    labels = []
+    for method in methods:
+        cfg = compose_config([f"+sweeps={sweep}", f"method={method}"])
+        assert cfg.sweep_name == sweep
+        labels.append(load_run_config(cfg).method.label)
+    assert len(set(labels)) == len(labels), "two jobs of one sweep would measure the same config"
+    if sweep == "tradeoff":
+        assert labels == [
+            "full", "lora-r4", "lora-r8", "lora-r16", "lora-r32", "lora-r64",
+            "qlora-nf4-r16", "qlora-nf4-dq-r16", "qlora-fp4-r16", "qlora-fp4-dq-r16",
+        ]  # fmt: skip
+
+
+def _sweep_cmd(tmp_path: Path, methods: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "harness", "-m", f"method={methods}", *FAST,
+        f"results_dir={tmp_path / 'results'}", f"report_dir={tmp_path / 'reports'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}", "eval.latency_prompts=0", "eval.forgetting_chunks=0", *extra,
+    ]  # fmt: skip
+
+
+def _env(cache_dir: str) -> dict:
+    return {**os.environ, "FT_HARNESS_CACHE": cache_dir, "HF_HUB_OFFLINE": "1"}
+
+
+def _job_processes(parent: psutil.Process) -> list[psutil.Process]:
+    return [p for p in parent.children(recursive=True) if "submitit.core._submit" in " ".join(p.cmdline())]
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_job_whose_process_dies_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
+    proc = subprocess.Popen(
+        _sweep_cmd(tmp_path, "lora,lora_r4"), cwd=ROOT, env=_env(cache_dir), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    first_job = _wait_for(lambda: _job_processes(psutil.Process(proc.pid)), 120, "the first job's process")[0]
+    first_job.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    records = {
+        r["run"]["method_label"]: r for r in map(json.loads, map(Path.read_text, (tmp_path / "results").glob("*.json")))
+    }
+    assert records["lora-r16"]["status"] == "failed"
+    assert "job process died" in records["lora-r16"]["error"]
+    assert records["lora-r4"]["status"] == "ok"
+    assert "2/2 jobs done" in out
+    table = out[out.index("2 run(s) of this sweep") :]
+    assert "| lora-r16 " in table and "failed" in table and "| lora-r4 " in table
+    assert (tmp_path / "reports" / "report.md").exists()
+
+
+def test_a_sweep_killed_mid_job_resumes_with_only_what_is_missing(tmp_path, cache_dir):
+    results = tmp_path / "results"
+    cmd = _sweep_cmd(tmp_path, "lora_r4,lora_r8,lora")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache_dir), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    # Wait for the first record, then for the second job's process, then kill the whole sweep.
+    _wait_for(lambda: list(results.glob("*.json")), 300, "the first record")
+    parent = psutil.Process(proc.pid)
+    first_job_pids = {p.pid for p in _job_processes(parent)}
+    _wait_for(lambda: {p.pid for p in _job_processes(parent)} - first_job_pids, 120, "the second job's process")
+    time.sleep(3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    left = sorted(p.name for p in results.iterdir())
+    records = [json.loads(p.read_text()) for p in results.glob("*.json")]
+    assert len(records) == 1 and records[0]["run"]["method_label"] == "lora-r4", left
+    assert not [n for n in left if n.endswith(".tmp")], left
+    first = results / Path(left[0]).name
+    first_started = records[0]["run"]["started_at"]
+
+    rerun = subprocess.run(cmd, cwd=ROOT, env=_env(cache_dir), capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    log = rerun.stdout + rerun.stderr
+    assert "3 job(s): 2 to run, 1 already have an ok record" in log
+    records = {r["run"]["method_label"]: r for r in map(json.loads, map(Path.read_text, results.glob("*.json")))}
+    assert sorted(records) == ["lora-r16", "lora-r4", "lora-r8"]
+    assert all(r["status"] == "ok" for r in records.values())
+    assert records["lora-r4"]["run"]["started_at"] == first_started, "the finished job ran again"
+    assert first.exists()
+    table = log[log.index("3 run(s) of this sweep") :]
+    assert all(f"| {label} " in table for label in ("lora-r4", "lora-r8", "lora-r16"))
+
+    # force=true reruns a job that has an ok record
+    forced = subprocess.run(
+        [*_sweep_cmd(tmp_path, "lora_r4"), "force=true"], cwd=ROOT, env=_env(cache_dir), capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert forced.returncode == 0
+    again = json.loads(first.read_text())
+    assert again["run"]["started_at"] != first_started
