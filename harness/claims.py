@@ -34,18 +34,19 @@ def _result(measured: str, verdict: str, why: str) -> dict:
     return {"measured": measured, "verdict": verdict, "why": why}
 
 
-def _score_se(row: pd.Series) -> float:
-    """Standard error of a variant's mean score: across seeds when there are several, else binomial."""
-    if row.get("n_seeds", 1) > 1 and not math.isnan(row.get("score_std", float("nan"))):
+def _score_se(row: pd.Series, metric: str = "score") -> float:
+    """Standard error of a variant's mean score: across seeds when there are several, else binomial over
+    test examples (for field accuracy too: fields of one example are not independent draws)."""
+    if metric == "score" and row.get("n_seeds", 1) > 1 and not math.isnan(row.get("score_std", float("nan"))):
         return row["score_std"] / math.sqrt(row["n_seeds"])
-    p, n = row["score"], max(row["n_test"], 1)
+    p, n = row[metric], max(row["n_test"], 1)
     return math.sqrt(max(p * (1 - p), 1 / n) / n)  # at least one example's worth, so 0 % or 100 % is not exact
 
 
 def at_scale(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
-    sizes = sorted({f"{p / 1e9:.2f}B" for p in runs["params_total"].dropna()})
+    smallest = runs["params_total"].dropna().min() if runs["params_total"].notna().any() else None
     return _result(
-        f"models measured here: {', '.join(sizes) or 'none'}",
+        f"model measured here: {smallest / 1e9:.3f}B parameters" if smallest else "no model measured",
         UNTESTABLE,
         "a claim about 7B-70B models; this sweep's model is far smaller. The GPU-budget work (scale sweep at "
         "the real architectures, memory model) gives it a verdict.",
@@ -60,12 +61,15 @@ def score_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
     if full.empty or others.empty:
         return _result("-", UNTESTABLE, f"needs a full-FT run and a {'/'.join(methods)} run on the same data")
     f = full.iloc[0]
-    if f["score"] <= 0:
+    metric = "score"
+    if f["score"] <= 0 and f.get("field_acc", 0) > 0:
+        metric = "field_acc"  # no exact match at all (e.g. a few steps): compare per-field accuracy instead
+    if f[metric] <= 0:
         return _result(f"full FT score {f['score']:.3f}", UNTESTABLE, "full FT scored 0: no baseline to compare with")
     parts, verdicts = [], []
     for _, o in others.iterrows():
-        gap = (f["score"] - o["score"]) / f["score"] * 100
-        se = math.hypot(_score_se(f), _score_se(o)) / f["score"] * 100
+        gap = (f[metric] - o[metric]) / f[metric] * 100
+        se = math.hypot(_score_se(f, metric), _score_se(o, metric)) / f[metric] * 100
         parts.append(f"{o['label']}: {gap:+.1f} % (±{2 * se:.1f})")
         if gap <= max_gap:
             verdicts.append(HOLDS)
@@ -75,7 +79,8 @@ def score_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
             verdicts.append(INCONCLUSIVE)
     verdict = verdicts[0] if len(set(verdicts)) == 1 else PARTLY if HOLDS in verdicts else INCONCLUSIVE
     return _result(
-        f"score gap below full FT ({f['score']:.3f}), relative: " + "; ".join(parts),
+        f"{'exact match' if metric == 'score' else 'field accuracy (full FT had no exact match)'} gap below "
+        f"full FT ({f[metric]:.3f}), relative: " + "; ".join(parts),
         verdict,
         f"holds where the gap is at most {max_gap:g} %; does not hold where it exceeds that by more than twice "
         f"its standard error (±2 SE shown; test set of {int(f['n_test'])} examples"

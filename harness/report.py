@@ -224,6 +224,7 @@ def matrix_table(variants: pd.DataFrame) -> pd.DataFrame:
                 "train speed (measured)": speed,
                 "speed (docs)": d.get("speed", "-"),
                 "task score (measured)": acc + seeds,
+                "field acc (measured)": f"{v['field_acc']:.3f}",
                 "accuracy (docs)": d.get("accuracy", "-"),
                 "trainable % (measured)": f"{v['trainable_pct']:.3g}",
                 "trainable (docs)": d.get("trainable", "-"),
@@ -345,20 +346,79 @@ def _answer(variants: pd.DataFrame) -> str:
     """The sweep's short answer: best score, and the least memory within 5 % of it."""
     if variants.empty:
         return "No run finished ok."
-    best = variants.sort_values("score").iloc[-1]
-    near = variants[variants["score"] >= best["score"] * 0.95].sort_values("peak_mem_mib").iloc[0]
+    ranked = variants.sort_values(["score", "field_acc"])
+    best = ranked.iloc[-1]
+    near = (
+        variants[(variants["score"] >= best["score"] * 0.95) & (variants["field_acc"] >= best["field_acc"] * 0.95)]
+        .sort_values("peak_mem_mib")
+        .iloc[0]
+    )
     fastest = variants.sort_values("tokens_per_s").iloc[-1]
     return (
-        f"Best task score: **{best['label']}** ({best['score']:.3f}). Least peak memory within 5 % of that score: "
-        f"**{near['label']}** ({near['peak_mem_mib']:.0f} MiB, score {near['score']:.3f}). Fastest training: "
+        f"Best task score (exact match, then field accuracy): **{best['label']}** ({best['score']:.3f} / "
+        f"{best['field_acc']:.3f}). Least peak memory within 5 % of both: **{near['label']}** "
+        f"({near['peak_mem_mib']:.0f} MiB, {near['score']:.3f} / {near['field_acc']:.3f}). Fastest training: "
         f"**{fastest['label']}** ({fastest['tokens_per_s']:.0f} tokens/s)."
     )
 
 
+_NOT_CONDITIONS = {
+    "method",
+    "results_dir",
+    "cache_dir",
+    "keep_artifact",
+    "force",
+    "sweep_name",
+    "report_dir",
+    "profile_note",
+}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = json.dumps(v, sort_keys=True, default=str)
+    return out
+
+
+def condition_key(record: dict) -> dict:
+    """The config a comparison must hold fixed: all but the method, the seed and bookkeeping fields."""
+    cfg = {k: v for k, v in record.get("config", {}).items() if k not in _NOT_CONDITIONS}
+    flat = _flatten(cfg)
+    flat.pop("train.seed", None)
+    return flat
+
+
+def split_by_conditions(records: list[dict]) -> tuple[list[dict], str]:
+    """The records that share the conditions of the newest record, and a note on those left out."""
+    if not records:
+        return records, ""
+    newest = max(records, key=lambda r: r.get("run", {}).get("finished_at") or "")
+    key = condition_key(newest)
+    kept = [r for r in records if condition_key(r) == key]
+    others = [r for r in records if condition_key(r) != key]
+    if not others:
+        return kept, ""
+    differing = sorted({k for r in others for k, v in condition_key(r).items() if key.get(k) != v})
+    note = (
+        f"{len(others)} record(s) in this folder ran under other conditions and are not compared here "
+        f"(they differ in: {', '.join(differing[:8])}{' ...' if len(differing) > 8 else ''})."
+    )
+    return kept, note
+
+
 def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path]:
-    """Write report.md (plots as PNG beside it) and a self-contained report.html into out_dir."""
+    """Write report.md (plots as PNG beside it) and a self-contained report.html into out_dir.
+
+    Only records that share one set of conditions are compared (the newest record's); the rest are
+    counted in a note, so runs with other steps, data or model never average into one row."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    records, left_out = split_by_conditions(records)
     runs = runs_frame(records)
     variants = variants_frame(runs)
     claims = check_claims(runs[runs["status"] == "ok"], variants)
@@ -381,6 +441,8 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
     md = [f"# {title}", "", "Generated from run records by `python -m harness report`; do not edit.", ""]
     for note in profile_notes:
         md += [f"> **Profile:** {note}", ""]
+    if left_out:
+        md += [f"> {left_out}", ""]
     for name, frame, text in sections:
         md += [f"## {name}", ""]
         if text:
@@ -412,6 +474,8 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
     ]
     for note in profile_notes:
         h.append(f"<p><b>Profile:</b> {html.escape(note)}</p>")
+    if left_out:
+        h.append(f"<p>{html.escape(left_out)}</p>")
     for name, frame, text in sections:
         h.append(f"<h2>{html.escape(name)}</h2>")
         if text:

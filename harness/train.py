@@ -267,7 +267,11 @@ def run(cfg: RunConfig) -> dict:
         if cfg.eval.base_model:
             metrics["base_score"] = _base_score(base, tokenizer, test_rows, cfg, device, dtype)
         forgetting_before = _general_loss(base, tokenizer, cfg, device)
-        latency = {"base": _latency(base, tokenizer, test_rows, cfg, device)} if cfg.eval.latency_prompts else {}
+        latency = (
+            {"base_before_training": _latency(base, tokenizer, test_rows, cfg, device)}
+            if cfg.eval.latency_prompts
+            else {}
+        )
         if cfg.eval.base_model or cfg.eval.forgetting_chunks or cfg.eval.latency_prompts:
             if cfg.method.name == "qlora" and device == "cpu":
                 # On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks each 4-bit weight for an inference
@@ -322,6 +326,13 @@ def run(cfg: RunConfig) -> dict:
             latency["trained" if cfg.method.name == "full" else "unmerged"] = _latency(
                 torch_model, tokenizer, test_rows, cfg, device
             )
+            if cfg.method.name == "full":
+                latency["base"] = latency["base_before_training"]
+            else:
+                # The base, timed now with the adapter switched off: same process state as the adapter's
+                # timings (on CPU, timings after training ran slower than before it even for the same weights).
+                with torch_model.disable_adapter():
+                    latency["base"] = _latency(torch_model, tokenizer, test_rows, cfg, device)
         metrics["eval_seconds"] = time.perf_counter() - eval_start
         metrics["artifact_bytes"], record["run"]["artifact_dir"] = artifact_bytes(torch_model, cfg, stem)
         if latency and cfg.method.name == "lora":

@@ -6,9 +6,21 @@ from harness.config import ConfigError
 
 CONF_GROUPS = {
     "model": ["smollm2-135m", "smollm2-135m-hub", "tiny", "qwen2.5-0.5b", "llama-3.2-1b", "llama-2-7b", "llama-3-8b"],
-    "method": ["full", "lora", "qlora", "qlora_fp4"],
+    "method": [
+        "full",
+        "lora",
+        "lora_r4",
+        "lora_r8",
+        "lora_r32",
+        "lora_r64",
+        "qlora",
+        "qlora_dq",
+        "qlora_fp4",
+        "qlora_fp4_dq",
+    ],  # fmt: skip
     "dataset": ["extraction"],
     "train": ["default", "smoke"],
+    "profile": ["cpu_quick"],
 }
 
 
@@ -22,11 +34,25 @@ def test_config_groups_match_the_files():
 
 
 @pytest.mark.parametrize("model", CONF_GROUPS["model"])
-@pytest.mark.parametrize("method", CONF_GROUPS["method"])
+@pytest.mark.parametrize("method", ["full", "lora", "qlora", "qlora_fp4"])
 def test_every_model_and_method_composes(make_config, model, method):
     cfg = make_config(f"model={model}", f"method={method}")
     assert cfg.model.name == model
     assert cfg.method.name == method.split("_")[0]
+
+
+@pytest.mark.parametrize("method", CONF_GROUPS["method"])
+def test_every_method_variant_composes_with_its_label(make_config, method):
+    cfg = make_config(f"method={method}")
+    if "_r" in method:
+        assert cfg.method.r == int(method.split("_r")[1]) and cfg.method.alpha == 2 * cfg.method.r
+    assert ("-dq-" in cfg.method.label) == method.endswith("_dq")
+
+
+def test_cpu_quick_profile_is_named_and_reduces_the_run(make_config):
+    cfg = make_config("profile=cpu_quick")
+    assert cfg.profile_name == "cpu_quick" and "cpu_quick" in cfg.profile_note
+    assert cfg.train.max_steps < 10 and cfg.eval.base_model is False
 
 
 def test_qlora_fields_are_explicit(make_config):

@@ -50,7 +50,15 @@ def _env(cache_dir: str) -> dict:
 
 
 def _job_processes(parent: psutil.Process) -> list[psutil.Process]:
-    return [p for p in parent.children(recursive=True) if "submitit.core._submit" in " ".join(p.cmdline())]
+    """The live submitit job processes under the sweep (zombies and vanished ones left out)."""
+    jobs = []
+    for p in parent.children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "submitit.core._submit" in " ".join(p.cmdline()):
+                jobs.append(p)
+        except psutil.Error:
+            continue
+    return jobs
 
 
 def _wait_for(predicate, timeout: float, what: str):
