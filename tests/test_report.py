@@ -46,9 +46,8 @@ def test_records_carry_forgetting_and_inference_cost(results):
         latency = m["inference"]
         assert latency["base"]["new_tokens"] == 4 and latency["base"]["mean_latency_s"] > 0
         method = record["config"]["method"]["name"]
-        assert set(latency) == {"full": {"base_before_training", "base", "trained"},
-                                "lora": {"base_before_training", "base", "unmerged", "merged"},
-                                "qlora": {"base_before_training", "base", "unmerged"}}[method]  # fmt: skip
+        assert set(latency) == {"full": {"base", "trained"}, "lora": {"base", "unmerged", "merged"},
+                                "qlora": {"base", "unmerged"}}[method]  # fmt: skip
 
 
 def test_report_has_every_section_claim_and_plot(results, tmp_path):
