@@ -6,7 +6,6 @@ it wrote, or the ok record it reused when resuming), so this works with any laun
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from harness.results import RECORD_POINTER, summary_table
+from harness.results import RECORD_POINTER, read_record, summary_table
 
 log = logging.getLogger("harness.sweep")
 
@@ -26,9 +25,7 @@ def sweep_records(sweep_dir: str | Path) -> list[dict]:
         if path in seen or not path.exists():
             continue
         seen.add(path)
-        record = json.loads(path.read_text(encoding="utf-8"))
-        record["_path"] = str(path)
-        records.append(record)
+        records.append(read_record(path))
     return records
 
 

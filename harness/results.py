@@ -72,7 +72,7 @@ def existing_ok_record(cfg: RunConfig) -> dict | None:
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = read_record(path)
     except (OSError, json.JSONDecodeError):
         return None
     if record.get("status") != "ok":
@@ -105,15 +105,16 @@ def write_process_failure(cfg: RunConfig, error: str) -> Path:
     return path
 
 
+def read_record(path: str | Path) -> dict:
+    """One record, with `_path` set to where it was read from (the report finds its step log through it)."""
+    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    record["_path"] = str(path)
+    return record
+
+
 def load_records(results_dir: str | Path) -> list[dict]:
     """Every finished record under results_dir (temporary and step-log files are skipped)."""
-    records = []
-    for path in sorted(Path(results_dir).glob("*.json")):
-        with path.open(encoding="utf-8") as f:
-            record = json.load(f)
-        record["_path"] = str(path)
-        records.append(record)
-    return records
+    return [read_record(path) for path in sorted(Path(results_dir).glob("*.json"))]
 
 
 TABLE_COLUMNS = {

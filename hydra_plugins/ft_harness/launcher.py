@@ -116,7 +116,6 @@ class PerProcessLauncher(BaseSubmititLauncher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         executor = submitit.AutoExecutor(cluster="local", folder=self.params["submitit_folder"])
-        executor.update_parameters(timeout_min=self.params["timeout_min"], tasks_per_node=1)
 
         total = len(plan)
         skipped = [p for p in plan if p[3]]
