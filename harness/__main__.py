@@ -1,7 +1,8 @@
 """Entry point: `python -m harness [overrides]` runs one configuration; `-m` or `+sweeps=NAME` sweeps.
 
 Thin on purpose: compose (Hydra) -> check (config.py) -> skip if done -> run (train.py) -> print the row.
-`python -m harness report RESULTS_DIR` (re)writes a report from records alone (report.py).
+`python -m harness report RESULTS_DIR` (re)writes a report from records alone (report.py);
+`python -m harness budget --gpu-memory 24GB --model llama-3-8b` says which methods fit a GPU (budget.py).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def main() -> None:
         from harness.report import main as report_main
 
         sys.exit(report_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "budget":
+        from harness.budget import main as budget_main
+
+        sys.exit(budget_main(sys.argv[2:]))
     run_job()
 
 

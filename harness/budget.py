@@ -1,0 +1,388 @@
+"""`python -m harness budget`: which fine-tuning methods fit a GPU, what each costs, which to pick.
+
+Why a command and not a table: what fits depends on sequence length, batch, gradient checkpointing and the
+optimizer as much as on the method, so the answer is computed for the user's conditions. Each method's peak is
+the measured one where a GPU record of exactly those conditions exists in results/, else the memory model's
+prediction (calibrated on the GPU records found, and saying so). Quality costs come from the sweeps' records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from harness import memory_model as mm
+from harness.memory_model import GIB, MIB, Calibration, Setting
+
+CONF_MODEL_DIR = Path(__file__).resolve().parent.parent / "conf" / "model"
+# GPU vendors' "24GB", "80GB" are binary: an RTX 4090 has 24 GiB, an H100 80GB has 80 GiB.
+UNITS = {"tb": 1024**4, "tib": 1024**4, "gb": GIB, "gib": GIB, "g": GIB, "mb": MIB, "mib": MIB, "m": MIB}
+COMMON_GPUS_GIB = (24, 40, 48, 80, 141)
+METHOD_ORDER = ("full", "lora", "qlora-nf4", "qlora-nf4-dq", "qlora-fp4")
+
+
+class BudgetError(ValueError):
+    """Bad input to the budget command: one line for the user, no traceback."""
+
+
+def parse_memory(text: str) -> float:
+    """'24GB', '24 GiB', '80g', '40960MiB' -> bytes. GB is read as GiB, as on GPU spec sheets."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]+)\s*", str(text))
+    if not match:
+        raise BudgetError(f"--gpu-memory {text!r}: give a number and a unit, e.g. 24GB, 80GiB, 40960MiB")
+    value, unit = float(match.group(1)), match.group(2).lower()
+    if unit not in UNITS:
+        raise BudgetError(f"--gpu-memory {text!r}: unknown unit {match.group(2)!r}; use GB/GiB, MB/MiB or TB")
+    if value <= 0:
+        raise BudgetError(f"--gpu-memory {text!r}: must be more than 0")
+    return value * UNITS[unit]
+
+
+def model_presets() -> dict[str, dict]:
+    """Model configs in conf/model/ that state their architecture (what the memory model needs)."""
+    presets = {}
+    for path in sorted(CONF_MODEL_DIR.glob("*.yaml")):
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if cfg.get("architecture", {}).get("model_type"):
+            presets[path.stem] = cfg
+    return presets
+
+
+def architecture_of(model: str) -> tuple[str, dict]:
+    presets = model_presets()
+    if model not in presets:
+        raise BudgetError(f"--model {model!r}: unknown; known models: {', '.join(presets)} (conf/model/*.yaml)")
+    cfg = presets[model]
+    return cfg["name"], cfg["architecture"]
+
+
+def settings(base: Setting) -> dict[str, Setting]:
+    """The methods compared, at the user's conditions."""
+    return {
+        "full": dataclasses.replace(base, method="full"),
+        "lora": dataclasses.replace(base, method="lora"),
+        "qlora-nf4": dataclasses.replace(base, method="qlora", quant_type="nf4", double_quant=False),
+        "qlora-nf4-dq": dataclasses.replace(base, method="qlora", quant_type="nf4", double_quant=True),
+        "qlora-fp4": dataclasses.replace(base, method="qlora", quant_type="fp4", double_quant=False),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+
+def _records(results_dir: Path) -> list[dict]:
+    from harness.results import read_record
+
+    out = []
+    for path in sorted(results_dir.rglob("*.json")) if results_dir.is_dir() else []:
+        try:
+            out.append(read_record(path))
+        except (ValueError, KeyError, OSError):
+            continue
+    return out
+
+
+def setting_of_record(record: dict) -> Setting:
+    cfg = record["config"]
+    m, t = cfg["method"], cfg["train"]
+    return Setting(
+        method=m["name"],
+        batch=t["batch_size"],
+        seq_len=record["metrics"].get("padded_seq_len") or t["max_seq_len"],
+        gradient_checkpointing=t["gradient_checkpointing"],
+        optim=t["optim"],
+        r=m.get("r") or 16,
+        target_modules=tuple(m.get("target_modules") or Setting.target_modules),
+        quant_type=m.get("quant_type") or "nf4",
+        double_quant=bool(m.get("double_quant")),
+    )
+
+
+def gpu_records(records: list[dict]) -> list[dict]:
+    """Records measured on a GPU with a torch peak: what calibrates and what counts as measured."""
+    return [
+        r
+        for r in records
+        if r.get("run", {}).get("device") == "cuda"
+        and r.get("status") in ("ok", "oom")
+        and r.get("metrics", {}).get("memory", {}).get("peak_torch_reserved_mib")
+        and r.get("config", {}).get("model", {}).get("architecture", {}).get("model_type")
+    ]
+
+
+def calibrate(records: list[dict]) -> Calibration:
+    rows = []
+    for r in gpu_records(records):
+        if r["status"] != "ok":
+            continue  # an oom peak is a lower bound, not the run's peak
+        arch = r["config"]["model"]["architecture"]
+        try:
+            p = mm.predict(arch, setting_of_record(r))
+        except (ValueError, RuntimeError):
+            continue
+        activations = p.components["activations"] + p.components["logits_gradient"]
+        static = p.peak_bytes - activations
+        rows.append((static, activations, r["metrics"]["memory"]["peak_torch_reserved_mib"] * MIB))
+    return mm.fit_calibration(rows, target="torch_reserved")
+
+
+def measured_peak(records: list[dict], model_name: str, setting: Setting) -> tuple[float, str] | None:
+    """(peak bytes, status) of a GPU record of exactly this model and setting, if one exists."""
+    for r in gpu_records(records):
+        if r["config"]["model"]["name"] != model_name:
+            continue
+        s = setting_of_record(r)
+        if dataclasses.replace(s, target_modules=setting.target_modules) == setting and tuple(
+            s.target_modules
+        ) == tuple(setting.target_modules):
+            mem = r["metrics"]["memory"]
+            peak = mem.get("peak_nvml_process_mib") or mem["peak_torch_reserved_mib"]
+            return peak * MIB, r["status"]
+    return None
+
+
+def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, float], str]:
+    """Score gap to full FT in points (exact match x 100) per method family, from sweep records.
+
+    The queried model's records are used when they hold full FT and the method; else the largest sweep found.
+    """
+    from harness.report import runs_frame
+
+    ok = [r for r in records if r.get("status") == "ok" and r.get("metrics", {}).get("score")]
+    if not ok:
+        return {}, "no evaluated records in the results folder"
+    runs = runs_frame(ok)
+    runs["model"] = [r["config"]["model"]["name"] for r in ok]
+    runs["family"] = [
+        "full" if m == "full" else "lora" if m == "lora" else f"qlora-{q}{'-dq' if dq else ''}"
+        for m, q, dq in zip(runs["method"], runs["quant_type"], runs["double_quant"], strict=True)
+    ]
+    candidates = [model_name] + [m for m in runs["model"].value_counts().index if m != model_name]
+    for name in candidates:
+        sub = runs[runs["model"] == name]
+        if "full" not in set(sub["family"]):
+            continue
+        metric = "score" if sub["score"].fillna(0).max() > 0 else "field_acc"
+        means = sub.groupby("family")[metric].mean() * 100
+        gaps = {fam: float(means["full"] - v) for fam, v in means.items()}
+        what = "exact match" if metric == "score" else "field accuracy (exact match 0 everywhere)"
+        return gaps, f"measured on {name}, {len(sub)} runs, points of {what} below full FT"
+    return {}, "no sweep with full FT in the results folder"
+
+
+# ---------------------------------------------------------------------------------------------- answer
+
+
+def answer(
+    model: str,
+    gpu_bytes: float,
+    base: Setting,
+    *,
+    margin: float = 0.1,
+    results_dir: Path = Path("results"),
+) -> tuple[pd.DataFrame, list[str]]:
+    """The per-method table and the lines of the answer (recommendation, or what would make it fit)."""
+    name, arch = architecture_of(model)
+    records = _records(results_dir)
+    calibration = calibrate(records)
+    usable = gpu_bytes * (1 - margin)
+    gaps, gap_note = quality_costs(records, name)
+    rows = []
+    for label, setting in settings(base).items():
+        measured = measured_peak(records, name, setting)
+        predicted = mm.predict(arch, setting, calibration)
+        peak = measured[0] if measured and measured[1] == "ok" else predicted.peak_bytes
+        fits = peak <= usable and not (measured and measured[1] == "oom")
+        rows.append(
+            {
+                "method": setting.label if label != "lora" else f"lora-r{setting.r}",
+                "peak GiB": round(peak / GIB, 2),
+                "from": ("measured" if measured[1] == "ok" else "measured: oom") if measured else "predicted",
+                "fits": "yes" if fits else "no",
+                "headroom GiB": round((usable - peak) / GIB, 2),
+                "quality cost (pts vs full)": _gap(gaps, label),
+                "weights+grads+optim GiB": round(
+                    sum(v for k, v in predicted.components.items() if k not in ("activations", "logits_gradient"))
+                    / GIB,
+                    2,
+                ),
+                "activations GiB": round(
+                    (predicted.components["activations"] + predicted.components["logits_gradient"]) / GIB, 2
+                ),
+                "_family": label,
+            }
+        )
+    table = pd.DataFrame(rows)
+    lines = [
+        f"{name}: {mm.cached_shapes(arch).total_params / 1e9:.2f}B parameters; GPU {gpu_bytes / GIB:.1f} GiB, "
+        f"{margin:.0%} kept free -> {usable / GIB:.1f} GiB usable",
+        f"conditions: batch {base.batch} x {base.seq_len} tokens, gradient checkpointing "
+        f"{'on' if base.gradient_checkpointing else 'off'}, optimizer {base.optim}, LoRA r={base.r} on "
+        f"{','.join(base.target_modules)}; full FT = fp32 weights + bf16 autocast",
+        f"memory model: {calibration.describe()}",
+        f"quality: {gap_note}",
+    ]
+    fitting = table[table["fits"] == "yes"]
+    if not fitting.empty:
+        lines.append("recommendation: " + _recommend(fitting, gaps))
+    else:
+        lines.append("nothing fits at these conditions. What would:")
+        lines.extend(_what_would_fit(arch, name, base, usable, calibration, records))
+    return table.drop(columns="_family"), lines
+
+
+def _gap(gaps: dict[str, float], family: str) -> str:
+    if family == "full":
+        return "0 (reference)" if "full" in gaps else "not measured"
+    key = family if family in gaps else None
+    return f"{gaps[key]:+.1f}" if key else "not measured"
+
+
+def _recommend(fitting: pd.DataFrame, gaps: dict[str, float]) -> str:
+    """The best-quality method that fits: full FT if it fits, else LoRA, else the 4-bit variant with the
+    smallest measured cost (nf4 before fp4 when unmeasured, as the QLoRA paper found)."""
+    order = {fam: i for i, fam in enumerate(METHOD_ORDER)}
+    fam = fitting["_family"].tolist()
+    measured_qlora = [f for f in fam if f.startswith("qlora") and f in gaps]
+    if "full" in fam:
+        pick = "full"
+    elif "lora" in fam:
+        pick = "lora"
+    elif measured_qlora:
+        pick = min(measured_qlora, key=lambda f: (gaps[f], order[f]))
+    else:
+        pick = min(fam, key=lambda f: order[f])
+    row = fitting[fitting["_family"] == pick].iloc[0]
+    reason = (
+        f"{row['method']}: fits with {row['headroom GiB']:.1f} GiB to spare ({row['from']} peak {row['peak GiB']} GiB)"
+    )
+    if pick == "full" and "lora" in fam:
+        cost = gaps.get("lora")
+        reason += (
+            f"; LoRA also fits and costs {cost:+.1f} points in the sweeps measured"
+            if cost is not None
+            else "; LoRA also fits (its quality cost is not measured yet: run a sweep)"
+        )
+    elif pick != "full":
+        cost = gaps.get(pick)
+        reason += (
+            f"; full FT does not fit; measured quality cost {cost:+.1f} points"
+            if cost is not None
+            else ("; full FT does not fit; quality cost not measured yet")
+        )
+    return reason
+
+
+def _what_would_fit(
+    arch: dict, name: str, base: Setting, usable: float, calibration: Calibration, records: list[dict]
+) -> list[str]:
+    cheapest = dataclasses.replace(base, method="qlora", quant_type="nf4", double_quant=True)
+    changes = [
+        ("gradient checkpointing on", {"gradient_checkpointing": True}),
+        ("batch 1", {"batch": 1}),
+        ("8-bit paged optimizer", {"optim": "paged_adamw_8bit"}),
+        ("LoRA rank 8", {"r": 8}),
+    ]
+    seq = base.seq_len
+    while seq > 128:
+        seq //= 2
+        changes.append((f"sequence length {seq}", {"seq_len": seq}))
+    out = []
+    for label, change in changes:
+        for _method, s in settings(dataclasses.replace(base, **change)).items():
+            p = mm.predict(arch, s, calibration)
+            if p.peak_bytes <= usable:
+                out.append(f"  - {label}: {s.label} would need {p.peak_gib:.1f} GiB")
+                break
+    # changes applied one after another, cheapest method first, until one fits
+    applied, current = [], cheapest
+    for label, change in changes:
+        current = dataclasses.replace(current, **change)
+        applied.append(label)
+        p = mm.predict(arch, current, calibration)
+        if p.peak_bytes <= usable:
+            out.append(f"  - all of: {current.label}, " + ", ".join(applied) + f": {p.peak_gib:.1f} GiB")
+            break
+    if not out:
+        weights = mm.static_bytes(mm.cached_shapes(arch), cheapest)["weights"]
+        out.append(
+            f"  - no single-GPU setting: the 4-bit weights alone take {weights / GIB:.1f} GiB "
+            f"(of {usable / GIB:.1f} GiB usable); shard over GPUs or choose a smaller model"
+        )
+    return out
+
+
+def fits_on_table(
+    models: list[str], base: Setting, calibration: Calibration | None = None, gpus: tuple[int, ...] = COMMON_GPUS_GIB
+) -> pd.DataFrame:
+    """Predicted peak per (model, method) and whether it fits each common GPU (10% kept free)."""
+    rows = []
+    for model in models:
+        name, arch = architecture_of(model)
+        for label, setting in settings(base).items():
+            if label == "qlora-fp4":
+                continue  # same bytes as nf4
+            p = mm.predict(arch, setting, calibration)
+            row = {"model": name, "params (B)": round(mm.cached_shapes(arch).total_params / 1e9, 2), "method": label}
+            row["peak GiB"] = round(p.peak_gib, 1)
+            for g in gpus:
+                row[f"{g} GB"] = "fits" if p.peak_bytes <= g * GIB * 0.9 else "-"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m harness budget",
+        description="Which fine-tuning methods fit a GPU: peak memory per method (measured where a GPU record "
+        "exists in --results, else predicted by the memory model), quality cost from the sweeps, a recommendation.",
+    )
+    p.add_argument("--gpu-memory", required=True, help="the GPU's memory, e.g. 24GB, 80GiB, 40960MiB (GB = GiB)")
+    p.add_argument("--model", required=True, help="a model preset in conf/model/, e.g. llama-3-8b")
+    p.add_argument("--seq-len", type=int, default=1024, help="tokens per example (default 1024)")
+    p.add_argument("--batch", type=int, default=4, help="examples per step on the GPU (default 4)")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in backward")
+    p.add_argument("--optim", default="adamw_torch", help=f"one of {', '.join(mm.OPTIMIZER_STATE_BYTES)}")
+    p.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16)")
+    p.add_argument("--margin", type=float, default=0.1, help="share of GPU memory kept free (default 0.1)")
+    p.add_argument("--results", default="results", help="folder of run records (measured peaks, quality)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        gpu_bytes = parse_memory(args.gpu_memory)
+        for flag, value in (("--seq-len", args.seq_len), ("--batch", args.batch), ("--rank", args.rank)):
+            if value <= 0:
+                raise BudgetError(f"{flag} {value}: must be a positive integer")
+        if not 0 <= args.margin < 1:
+            raise BudgetError(f"--margin {args.margin}: must be in [0, 1)")
+        if args.optim not in mm.OPTIMIZER_STATE_BYTES:
+            raise BudgetError(f"--optim {args.optim!r}: one of {', '.join(mm.OPTIMIZER_STATE_BYTES)}")
+        base = Setting(
+            method="full",
+            batch=args.batch,
+            seq_len=args.seq_len,
+            gradient_checkpointing=args.gradient_checkpointing,
+            optim=args.optim,
+            r=args.rank,
+        )
+        table, lines = answer(args.model, gpu_bytes, base, margin=args.margin, results_dir=Path(args.results))
+    except BudgetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(lines[0])
+    print(lines[1])
+    print()
+    print(table.to_markdown(index=False))
+    print()
+    for line in lines[2:]:
+        print(line)
+    return 0

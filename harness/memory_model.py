@@ -1,0 +1,424 @@
+"""Peak training memory predicted from a model's shapes and a run's settings.
+
+Why: users ask "does Llama-3-8B fit my 24 GB card with QLoRA at 1024 tokens?" before they own the card, and
+measuring every model on every GPU is not possible. The prediction is built from what can be counted exactly
+and calibrated for what cannot:
+
+- weights, gradients and optimizer states: counted from the real transformers class built on the meta device
+  (shapes only, no memory), with the dtypes the harness trains in (full FT: fp32 master weights under bf16
+  autocast; LoRA: bf16 base, fp32 adapters; QLoRA: bitsandbytes 4-bit linear layers, the rest upcast to fp32
+  by peft's `prepare_model_for_kbit_training`, fp32 adapters);
+- 4-bit layers: packed values plus absmax constants per 64-value block (double quantisation stores those as
+  8-bit with a second fp32 level per 256 blocks), checked in tests against bitsandbytes' own layers;
+- activations: the bytes autograd saves for backward, counted with saved-tensor hooks on one forward of the
+  meta model at the run's batch and sequence length (per decoder layer, so gradient checkpointing, which keeps
+  only each layer's input plus one layer's activations, follows from the same count);
+- the rest (CUDA context, allocator slack, kernels' temporaries): `calibrate` fits a scale on activations and a
+  constant against measured peaks, and reports its error on records it was not fitted on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+MIB = 1024**2
+GIB = 1024**3
+
+# bitsandbytes 4-bit: block size of the absmax constants and of double quantisation's second level.
+QUANT_BLOCK = 64
+DOUBLE_QUANT_BLOCK = 256
+
+# Optimizer state bytes per trainable parameter, by HF Trainer `optim` name.
+OPTIMIZER_STATE_BYTES: dict[str, float] = {
+    "adamw_torch": 8.0,  # exp_avg + exp_avg_sq in fp32
+    "adamw_torch_fused": 8.0,
+    "adamw_bf16": 4.0,  # both states in bf16 (what AdamW keeps for bf16 parameters)
+    # bitsandbytes blockwise 8-bit: 1 byte per state + one fp32 absmax per 256 values (paged: same bytes, in
+    # unified memory that can be evicted to the host under pressure).
+    "adamw_bnb_8bit": 2.0 + 2 * 4 / 256,
+    "adamw_8bit": 2.0 + 2 * 4 / 256,
+    "paged_adamw_8bit": 2.0 + 2 * 4 / 256,
+    "paged_adamw_32bit": 8.0,
+    "sgd": 0.0,
+}
+
+# Which trainable-parameter dtype the harness uses, per method (see module docstring).
+WEIGHT_BYTES = {"full": 4, "lora": 2}
+ADAPTER_BYTES = 4
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What decides a training run's peak, besides the model."""
+
+    method: str  # full | lora | qlora
+    batch: int = 1
+    seq_len: int = 512
+    gradient_checkpointing: bool = False
+    optim: str = "adamw_torch"
+    r: int = 16
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    quant_type: str = "nf4"
+    double_quant: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.method == "full":
+            return "full"
+        if self.method == "lora":
+            return f"lora-r{self.r}"
+        return f"qlora-{self.quant_type}{'-dq' if self.double_quant else ''}-r{self.r}"
+
+
+@dataclass
+class Shapes:
+    """A model's parameter shapes, counted once from its meta-device build."""
+
+    total_params: int
+    linear: dict[str, tuple[int, int]]  # decoder-layer linear layers: full name -> (in_features, out_features)
+    other_params: int  # embeddings, norms, untied lm_head: not quantised, not LoRA-targeted
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+    architecture: dict[str, Any]
+
+
+def _config(architecture: dict[str, Any]):
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(**architecture)
+
+
+def meta_model(architecture: dict[str, Any], dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+    """The transformers model of `architecture` with no storage: every tensor on the meta device."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(_config(architecture), dtype=dtype)
+
+
+def shapes(architecture: dict[str, Any]) -> Shapes:
+    model = meta_model(architecture)
+    linear: dict[str, tuple[int, int]] = {}
+    for name, module in model.named_modules():
+        # bitsandbytes quantises every nn.Linear except the output head (transformers keeps lm_head in bf16).
+        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head"):
+            linear[name] = (module.in_features, module.out_features)
+    total = sum(p.numel() for p in model.parameters())
+    linear_params = sum(i * o for i, o in linear.values())
+    cfg = model.config
+    return Shapes(
+        total_params=total,
+        linear=linear,
+        other_params=total - linear_params,  # biases of linear layers stay unquantised: counted here
+        num_layers=cfg.num_hidden_layers,
+        hidden_size=cfg.hidden_size,
+        vocab_size=cfg.vocab_size,
+        architecture=dict(architecture),
+    )
+
+
+def quantized_linear_bytes(numel: int, double_quant: bool) -> float:
+    """Bytes bitsandbytes stores for one 4-bit weight of `numel` values (nf4 and fp4 alike)."""
+    blocks = math.ceil(numel / QUANT_BLOCK)
+    packed = math.ceil(numel / 2)
+    if not double_quant:
+        return packed + 4 * blocks  # one fp32 absmax per block
+    blocks2 = math.ceil(blocks / DOUBLE_QUANT_BLOCK)
+    # 8-bit absmax per block, fp32 absmax per 256 blocks, the 256-entry fp32 code, the fp32 offset
+    return packed + blocks + 4 * blocks2 + 4 * 256 + 4
+
+
+def lora_params(s: Shapes, r: int, target_modules: tuple[str, ...]) -> int:
+    return sum(r * (i + o) for name, (i, o) in s.linear.items() if name.rsplit(".", 1)[-1] in target_modules)
+
+
+def static_bytes(s: Shapes, setting: Setting) -> dict[str, float]:
+    """Weights, gradients and optimizer states of `setting`, in bytes."""
+    state = OPTIMIZER_STATE_BYTES.get(setting.optim)
+    if state is None:
+        raise ValueError(f"optim={setting.optim!r}: known optimizers are {', '.join(OPTIMIZER_STATE_BYTES)}")
+    linear_numel = sum(i * o for i, o in s.linear.values())
+    if setting.method == "full":
+        trainable = s.total_params
+        weights = s.total_params * WEIGHT_BYTES["full"]
+        grads = trainable * 4
+        return {
+            "weights": weights,
+            "gradients": grads,
+            "optimizer_states": trainable * state,
+            "trainable_params": trainable,
+        }
+    if setting.method not in ("lora", "qlora"):
+        raise ValueError(f"method={setting.method!r}: one of full, lora, qlora")
+    trainable = lora_params(s, setting.r, setting.target_modules)
+    if trainable == 0:
+        raise ValueError(f"target_modules={list(setting.target_modules)} match no linear layer of this model")
+    if setting.method == "lora":
+        weights = s.total_params * WEIGHT_BYTES["lora"]
+    else:
+        quantised = sum(quantized_linear_bytes(i * o, setting.double_quant) for i, o in s.linear.values())
+        weights = quantised + (s.total_params - linear_numel) * 4  # peft upcasts the unquantised rest to fp32
+    return {
+        "weights": weights,
+        "adapter_weights": trainable * ADAPTER_BYTES,
+        "gradients": trainable * 4,
+        "optimizer_states": trainable * state,
+        "trainable_params": trainable,
+    }
+
+
+@dataclass
+class ActivationCount:
+    per_layer: float  # bytes saved for backward by one decoder layer
+    outside_layers: float  # embeddings, final norm, logits and loss
+    layer_input: float  # one layer's input (what gradient checkpointing keeps per layer)
+    largest_transient: float  # the logits' gradient, allocated at the start of backward
+
+
+def count_saved_activations(architecture: dict[str, Any], setting: Setting) -> ActivationCount:
+    """Bytes autograd saves for backward on one forward at (batch, seq_len), counted on fake tensors.
+
+    The model is built and run under torch's FakeTensorMode: real shapes, dtypes and autograd graph, no storage.
+    LoRA and QLoRA are counted on a LoRA model with a bf16 base (a 4-bit layer saves the same input for its
+    backward; bitsandbytes dequantises one weight at a time, a transient the calibration absorbs). Not counted:
+    the (batch, 1, seq, seq) causal mask that tracing makes transformers build; on a GPU, SDPA runs causal
+    without one.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    # the harness's dtypes: full FT trains fp32 weights, LoRA/QLoRA a bf16 base with fp32 adapters (peft's
+    # default), both under bf16 autocast, whose bf16 copies of weights and inputs are what backward keeps
+    model = meta_model(architecture, dtype=torch.float32 if setting.method == "full" else torch.bfloat16)
+    if setting.method != "full":
+        from peft import LoraConfig, get_peft_model
+
+        with torch.device("meta"):
+            model = get_peft_model(
+                model, LoraConfig(r=setting.r, lora_alpha=2 * setting.r, target_modules=list(setting.target_modules))
+            )
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        # meta parameters -> fake CPU ones (same shapes and dtypes, no storage; on fake tensors transformers skips
+        # its data-dependent checks, and CPU autocast applies as CUDA autocast does on a GPU)
+        for module in model.modules():
+            for name, p in list(module._parameters.items()):
+                if p is not None:
+                    fake = torch.empty(p.shape, dtype=p.dtype)
+                    module._parameters[name] = torch.nn.Parameter(fake, requires_grad=p.requires_grad)
+        for module in model.modules():
+            for name, b in list(module._buffers.items()):
+                if b is not None:
+                    module._buffers[name] = torch.empty(b.shape, dtype=b.dtype)
+        params = {id(p) for p in model.parameters()}
+        layers = _decoder_layers(model)
+        current: list[int | None] = [None]
+        saved: dict[int | None, dict[int, int]] = {}
+        keep: list[torch.Tensor] = []
+        mask_shape = (setting.batch, 1, setting.seq_len, setting.seq_len)
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            root = t._base if t._base is not None else t
+            if id(root) in params or id(t) in params or tuple(root.shape) == mask_shape:
+                return t
+            keep.append(root)  # keeps ids unique while counting
+            saved.setdefault(current[0], {})[id(root)] = root.numel() * root.element_size()
+            return t
+
+        def enter(index: int):
+            def hook(module, args):
+                current[0] = index
+
+            return hook
+
+        def leave(module, args, output):
+            current[0] = None
+
+        handles = []
+        for i, layer in enumerate(layers):
+            handles.append(layer.register_forward_pre_hook(enter(i)))
+            handles.append(layer.register_forward_hook(leave))
+        ids = torch.zeros(setting.batch, setting.seq_len, dtype=torch.long)
+        try:
+            with (
+                torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+                torch.autocast("cpu", dtype=torch.bfloat16),
+            ):
+                model(input_ids=ids, labels=ids, use_cache=False)
+        finally:
+            for h in handles:
+                h.remove()
+    per_layer = [sum(saved.get(i, {}).values()) for i in range(len(layers))]
+    hidden = architecture["hidden_size"]
+    logits_fp32 = setting.batch * setting.seq_len * architecture["vocab_size"] * 4
+    return ActivationCount(
+        per_layer=float(max(per_layer)) if per_layer else 0.0,
+        outside_layers=float(sum(saved.get(None, {}).values())),
+        layer_input=float(setting.batch * setting.seq_len * hidden * 2),
+        largest_transient=float(logits_fp32),
+    )
+
+
+def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) > 0 and hasattr(module[0], "self_attn"):
+            return list(module)
+    raise ValueError("no decoder layers (a ModuleList of blocks with self_attn) found in this model")
+
+
+def activation_bytes(count: ActivationCount, num_layers: int, gradient_checkpointing: bool) -> float:
+    if gradient_checkpointing:
+        # each layer keeps its input; one layer's activations are rebuilt at a time in backward
+        return num_layers * count.layer_input + count.per_layer + count.outside_layers
+    return num_layers * count.per_layer + count.outside_layers
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """peak = static + activation_scale * (activations + transient) + constant_bytes."""
+
+    activation_scale: float = 1.0
+    constant_bytes: float = 0.0
+    n_records: int = 0
+    target: str = "torch_reserved"  # which measured peak it was fitted on
+    heldout_error_pct: float | None = None
+
+    def describe(self) -> str:
+        if not self.n_records:
+            return "uncalibrated (no measured GPU records): activations x 1.0, no constant"
+        err = f"{self.heldout_error_pct:.1f}%" if self.heldout_error_pct is not None else "n/a"
+        return (
+            f"calibrated on {self.n_records} GPU records ({self.target}): activations x {self.activation_scale:.2f}"
+            f" + {self.constant_bytes / MIB:.0f} MiB; mean abs error on held-out records {err}"
+        )
+
+
+@dataclass
+class Prediction:
+    setting: Setting
+    components: dict[str, float]  # bytes
+    peak_bytes: float
+    calibration: Calibration
+
+    @property
+    def peak_gib(self) -> float:
+        return self.peak_bytes / GIB
+
+    def arithmetic(self) -> str:
+        parts = [f"{k.replace('_', ' ')} {v / GIB:.2f}" for k, v in self.components.items() if v]
+        return " + ".join(parts) + f" = {self.peak_gib:.2f} GiB"
+
+
+_ACTIVATION_CACHE: dict[tuple, tuple[ActivationCount, ActivationCount, ActivationCount]] = {}
+_SHAPES_CACHE: dict[tuple, Shapes] = {}
+
+
+def _frozen(architecture: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in architecture.items()))
+
+
+def cached_shapes(architecture: dict[str, Any]) -> Shapes:
+    key = _frozen(architecture)
+    if key not in _SHAPES_CACHE:
+        _SHAPES_CACHE[key] = shapes(architecture)
+    return _SHAPES_CACHE[key]
+
+
+def cached_activations(architecture: dict[str, Any], setting: Setting) -> ActivationCount:
+    """The count at (batch, seq_len), from three counts per model and adapter shape.
+
+    Saved bytes are c + a * batch * seq_len + b * seq_len: a constant (autocast's bf16 copies of weights), a
+    per-token part (SDPA keeps no seq x seq matrix) and a per-position part shared by the batch (the rotary
+    tables). Counts at (1, 128), (1, 256) and (2, 128) give all three, so any (batch, seq_len) is exact and the
+    budget command stays fast.
+    """
+    # activations do not depend on the optimizer, checkpointing or quantisation
+    base = dataclasses.replace(
+        setting,
+        method="full" if setting.method == "full" else "lora",
+        optim="adamw_torch",
+        gradient_checkpointing=False,
+        quant_type="nf4",
+        double_quant=False,
+        batch=1,
+        seq_len=128,
+    )
+    key = (_frozen(architecture), base)
+    if key not in _ACTIVATION_CACHE:
+        _ACTIVATION_CACHE[key] = (
+            count_saved_activations(architecture, base),
+            count_saved_activations(architecture, dataclasses.replace(base, seq_len=256)),
+            count_saved_activations(architecture, dataclasses.replace(base, batch=2)),
+        )
+    one_128, one_256, two_128 = _ACTIVATION_CACHE[key]
+
+    def at(field: str) -> float:
+        a_, b_, c_ = getattr(one_128, field), getattr(one_256, field), getattr(two_128, field)
+        per_position = (b_ - c_) / 128
+        per_token = (c_ - a_) / 128
+        constant = a_ - 128 * per_token - 128 * per_position
+        return constant + per_token * setting.batch * setting.seq_len + per_position * setting.seq_len
+
+    return ActivationCount(**{f.name: at(f.name) for f in dataclasses.fields(ActivationCount)})
+
+
+def predict(architecture: dict[str, Any], setting: Setting, calibration: Calibration | None = None) -> Prediction:
+    calibration = calibration or Calibration()
+    s = cached_shapes(architecture)
+    static = static_bytes(s, setting)
+    static.pop("trainable_params")
+    count = cached_activations(architecture, setting)
+    act = activation_bytes(count, s.num_layers, setting.gradient_checkpointing)
+    components = dict(static)
+    components["activations"] = act * calibration.activation_scale
+    components["logits_gradient"] = count.largest_transient * calibration.activation_scale
+    if calibration.constant_bytes:
+        components["overhead"] = calibration.constant_bytes
+    return Prediction(setting, components, sum(components.values()), calibration)
+
+
+def fit_calibration(rows: list[tuple[float, float, float]], target: str) -> Calibration:
+    """Least squares of measured - static = scale * activations + constant over (static, activation, measured)
+    rows; the error is leave-one-out (each record predicted by a fit on the others)."""
+    import numpy as np
+
+    if not rows:
+        return Calibration(target=target)
+
+    def solve(sub: list[tuple[float, float, float]]) -> tuple[float, float]:
+        a = np.array([[r[1], 1.0] for r in sub])
+        b = np.array([r[2] - r[0] for r in sub])
+        if len(sub) == 1 or np.ptp(a[:, 0]) == 0:
+            return 1.0, float(np.mean(b - a[:, 0]))
+        (scale, const), *_ = np.linalg.lstsq(a, b, rcond=None)
+        return float(scale), float(const)
+
+    scale, const = solve(rows)
+    errors = []
+    if len(rows) >= 3:
+        for i, row in enumerate(rows):
+            sc, co = solve(rows[:i] + rows[i + 1 :])
+            predicted = row[0] + sc * row[1] + co
+            errors.append(abs(predicted - row[2]) / row[2] * 100)
+    return Calibration(
+        activation_scale=scale,
+        constant_bytes=const,
+        n_records=len(rows),
+        target=target,
+        heldout_error_pct=float(np.mean(errors)) if errors else None,
+    )
+
+
+def accelerate_estimate_bytes(architecture: dict[str, Any]) -> float:
+    """What `accelerate estimate-memory` reports for training in fp32 (its largest term, batch 1, no activations)."""
+    from accelerate.commands.estimate import estimate_training_usage
+    from accelerate.utils import calculate_maximum_sizes
+
+    with contextlib.redirect_stdout(None):
+        total, _ = calculate_maximum_sizes(meta_model(architecture, dtype=torch.float32))
+    return float(max(estimate_training_usage(total, "float32").values()))

@@ -1,0 +1,157 @@
+"""`python -m harness budget`: units, errors, the per-method answer and what it suggests when nothing fits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from harness import budget
+from harness.memory_model import GIB, MIB, Setting
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("24GB", 24 * GIB), ("24 GiB", 24 * GIB), ("80g", 80 * GIB), ("40960MiB", 40 * GIB), ("0.5TB", 512 * GIB)],
+)
+def test_parse_memory(text: str, expected: float) -> None:
+    assert budget.parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("text", ["24", "24XB", "GB", "0GB", "-5GB", "24 G B"])
+def test_parse_memory_rejects_bad_input(text: str) -> None:
+    with pytest.raises(budget.BudgetError, match="--gpu-memory"):
+        budget.parse_memory(text)
+
+
+def run_budget(*args: str) -> subprocess.CompletedProcess:
+    """The command as a user runs it (one test); the others call `budget.main` in-process, which is faster."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "budget", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def call_budget(capsys, *args: str) -> subprocess.CompletedProcess:
+    code = budget.main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def test_budget_cli_answers_for_llama_3_8b_on_24gb(tmp_path) -> None:
+    out = run_budget(
+        "--gpu-memory", "24GB", "--model", "llama-3-8b", "--seq-len", "1024", "--batch", "4", "--results", str(tmp_path)
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for method in ("full", "lora-r16", "qlora-nf4-r16", "qlora-nf4-dq-r16", "qlora-fp4-r16"):
+        assert f"| {method} " in text
+    full_row = next(line for line in text.splitlines() if line.startswith("| full "))
+    assert "| no " in full_row  # 8B x 16 bytes is far above 24 GiB
+    assert "uncalibrated" in text and "predicted" in text
+    assert "recommendation:" in text or "nothing fits" in text
+
+
+def test_budget_recommends_full_ft_when_it_fits_and_lora_cost_is_measured(tmp_path, capsys) -> None:
+    # three evaluated records of one model: full FT scores 0.5, LoRA 0.4, QLoRA nf4 0.45
+    for label, method, score in (
+        ("full", {"name": "full"}, 0.5),
+        ("lora-r16", {"name": "lora", "r": 16}, 0.4),
+        ("qlora-nf4-r16", {"name": "qlora", "r": 16, "quant_type": "nf4", "double_quant": False}, 0.45),
+    ):
+        record = {
+            "run": {"id": label, "method_label": label, "device": "cpu"},
+            "config": {
+                "model": {"name": "tiny", "architecture": {"model_type": "llama"}},
+                "method": method,
+                "train": {
+                    "seed": 0,
+                    "batch_size": 4,
+                    "max_seq_len": 64,
+                    "gradient_checkpointing": False,
+                    "optim": "adamw_torch",
+                    "grad_accum": 1,
+                },
+            },
+            "metrics": {"score": {"exact_match": score, "field_accuracy": score, "n": 10}},
+            "status": "ok",
+            "error": None,
+        }
+        (tmp_path / f"{label}.json").write_text(json.dumps(record))
+    out = call_budget(
+        capsys,
+        "--gpu-memory",
+        "80GB",
+        "--model",
+        "llama-3.2-1b",
+        "--seq-len",
+        "512",
+        "--batch",
+        "2",
+        "--results",
+        str(tmp_path),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "recommendation: full" in out.stdout
+    assert "LoRA also fits and costs +10.0 points" in out.stdout
+    assert "measured on tiny" in out.stdout
+
+
+def test_budget_says_what_would_fit_when_nothing_does(tmp_path, capsys) -> None:
+    out = call_budget(
+        capsys,
+        "--gpu-memory",
+        "12GB",
+        "--model",
+        "llama-3-8b",
+        "--seq-len",
+        "4096",
+        "--batch",
+        "8",
+        "--results",
+        str(tmp_path),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "nothing fits at these conditions" in out.stdout
+    assert "  - all of: qlora-nf4-dq-r8, gradient checkpointing on, batch 1" in out.stdout
+
+
+def test_budget_impossible_budget_says_no_single_gpu_setting(tmp_path, capsys) -> None:
+    out = call_budget(capsys, "--gpu-memory", "8GB", "--model", "llama-2-70b", "--results", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "no single-GPU setting: the 4-bit weights alone take" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--gpu-memory", "24GB", "--model", "llama-9000"], "unknown; known models:"),
+        (["--gpu-memory", "24XB", "--model", "llama-3-8b"], "unknown unit"),
+        (["--gpu-memory", "0GB", "--model", "llama-3-8b"], "must be more than 0"),
+        (["--gpu-memory", "24GB", "--model", "llama-3-8b", "--seq-len", "0"], "--seq-len 0"),
+        (["--gpu-memory", "24GB", "--model", "llama-3-8b", "--optim", "lion"], "--optim 'lion'"),
+    ],
+)
+def test_budget_bad_input_is_one_clear_error(args: list[str], message: str, tmp_path, capsys) -> None:
+    out = call_budget(capsys, *args, "--results", str(tmp_path))
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stdout == ""
+
+
+def test_measured_gpu_record_overrides_the_prediction(tmp_path) -> None:
+    setting = Setting(method="lora", batch=4, seq_len=1024)
+    record = {
+        "run": {"id": "x", "method_label": "lora-r16", "device": "cuda"},
+        "config": {
+            "model": {"name": "llama-3-8b", "architecture": {"model_type": "llama"}},
+            "method": {"name": "lora", "r": 16, "target_modules": list(setting.target_modules)},
+            "train": {"batch_size": 4, "max_seq_len": 1024, "gradient_checkpointing": False, "optim": "adamw_torch"},
+        },
+        "metrics": {"memory": {"peak_torch_reserved_mib": 20000.0, "peak_nvml_process_mib": 20500.0}},
+        "status": "ok",
+    }
+    assert budget.measured_peak([record], "llama-3-8b", setting) == (20500.0 * MIB, "ok")
+    assert budget.measured_peak([record], "llama-3-8b", Setting(method="lora", batch=2, seq_len=1024)) is None

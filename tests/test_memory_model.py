@@ -1,0 +1,159 @@
+"""The memory model's terms against the libraries' own objects: parameter counts against transformers' models,
+4-bit bytes against bitsandbytes' quantised layers (on CPU), LoRA counts against peft, plus the calibration."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import yaml
+
+from harness import memory_model as mm
+from harness.budget import CONF_MODEL_DIR
+from harness.config import MethodConfig, ModelConfig
+from harness.memory_model import Setting
+
+
+def arch(name: str) -> dict:
+    return yaml.safe_load((CONF_MODEL_DIR / f"{name}.yaml").read_text())["architecture"]
+
+
+TINY = arch("tiny")
+
+
+@pytest.mark.parametrize(
+    "preset, params",
+    [
+        ("llama-2-7b", 6_738_415_616),  # the counts Meta's model cards state
+        ("llama-3-8b", 8_030_261_248),
+        ("llama-2-70b", 68_976_648_192),
+    ],
+)
+def test_parameter_count_of_real_architectures(preset: str, params: int) -> None:
+    assert mm.shapes(arch(preset)).total_params == params
+
+
+def _bnb_bytes(model: torch.nn.Module) -> tuple[float, float]:
+    """(bytes of bitsandbytes' 4-bit weights incl. their quantisation state, bytes of every other parameter)."""
+    quantised = other = 0.0
+    for p in model.parameters():
+        if p.__class__.__name__ != "Params4bit":
+            other += p.numel() * p.element_size()
+            continue
+        qs = p.quant_state
+        quantised += p.numel() * p.element_size() + qs.absmax.numel() * qs.absmax.element_size()
+        if qs.nested:
+            s2 = qs.state2
+            quantised += s2.absmax.numel() * s2.absmax.element_size() + s2.code.numel() * s2.code.element_size()
+            quantised += qs.offset.numel() * qs.offset.element_size()
+    return quantised, other
+
+
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+@pytest.mark.parametrize("double_quant", [False, True])
+def test_4bit_weights_match_bitsandbytes_layers(quant_type: str, double_quant: bool, tmp_path) -> None:
+    from harness.models import apply_method, load_base_model
+
+    method = MethodConfig(
+        name="qlora",
+        r=8,
+        alpha=16,
+        target_modules=["q_proj", "v_proj"],
+        quant_type=quant_type,
+        double_quant=double_quant,
+        compute_dtype="bfloat16",
+    )
+    # wider than tiny so that blocks of 64 and double quantisation's blocks of 256 both come into play
+    architecture = {**TINY, "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4}
+    model_cfg = ModelConfig(name="t", source="gguf", init="random", path="x.gguf", architecture=architecture)
+    base = load_base_model(model=model_cfg, method=method, cache_dir=str(tmp_path), dtype=torch.bfloat16, device="cpu")
+    peft_model = apply_method(base, method=method, gradient_checkpointing=False)
+    quantised, other = _bnb_bytes(peft_model)
+
+    s = mm.shapes(architecture)
+    setting = Setting(
+        method="qlora", r=8, target_modules=("q_proj", "v_proj"), quant_type=quant_type, double_quant=double_quant
+    )
+    predicted = mm.static_bytes(s, setting)
+    adapters = predicted["adapter_weights"]
+    assert quantised == sum(mm.quantized_linear_bytes(i * o, double_quant) for i, o in s.linear.values())
+    # everything else: fp32 (peft upcasts the unquantised parameters) plus the fp32 adapters
+    assert predicted["weights"] + adapters == pytest.approx(quantised + other, rel=1e-9)
+    # double quantisation saves ~0.37 bits per parameter: 4 B of absmax per 64 values become ~1 B
+    no_dq = mm.quantized_linear_bytes(256 * 512, False)
+    assert mm.quantized_linear_bytes(256 * 512, True) < no_dq * 0.95
+
+
+def test_lora_parameters_match_peft() -> None:
+    from harness.models import apply_method
+
+    model = mm.meta_model(TINY)
+    method = MethodConfig(name="lora", r=8, alpha=16, target_modules=["q_proj", "k_proj", "down_proj"])
+    with torch.device("meta"):
+        peft_model = apply_method(model, method=method, gradient_checkpointing=False)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert mm.lora_params(mm.shapes(TINY), 8, ("q_proj", "k_proj", "down_proj")) == trainable
+
+
+def test_static_bytes_per_method() -> None:
+    s = mm.shapes(arch("llama-2-7b"))
+    n = s.total_params
+    full = mm.static_bytes(s, Setting(method="full"))
+    assert full["weights"] + full["gradients"] + full["optimizer_states"] == 16 * n  # fp32 master + grads + Adam
+    eight_bit = mm.static_bytes(s, Setting(method="full", optim="adamw_bnb_8bit"))
+    assert eight_bit["optimizer_states"] < full["optimizer_states"] / 3.9
+    lora = mm.static_bytes(s, Setting(method="lora", r=16))
+    assert lora["weights"] == 2 * n
+    qlora = mm.static_bytes(s, Setting(method="qlora", r=16))
+    # 4-bit linear layers + fp32 embeddings/norms/head: between 3.5 and 4.5 GiB for Llama-2-7B
+    assert 3.5 * mm.GIB < qlora["weights"] < 4.5 * mm.GIB
+    assert qlora["adapter_weights"] == lora["adapter_weights"]
+
+
+def test_activations_grow_with_batch_and_sequence_and_checkpointing_cuts_them() -> None:
+    base = Setting(method="lora", batch=2, seq_len=64)
+    one = mm.count_saved_activations(TINY, base)
+    double_batch = mm.count_saved_activations(TINY, dataclasses.replace(base, batch=4))
+    single = mm.count_saved_activations(TINY, dataclasses.replace(base, batch=1))
+    assert one.per_layer > 0 and one.outside_layers > 0
+    # linear in the batch, plus a constant: the bf16 copies autocast makes of the fp32 adapters' weights
+    assert double_batch.per_layer - one.per_layer == pytest.approx(2 * (one.per_layer - single.per_layer))
+    assert single.per_layer > one.per_layer - single.per_layer
+    fewer_targets = mm.count_saved_activations(TINY, dataclasses.replace(base, target_modules=("q_proj",)))
+    assert fewer_targets.per_layer < one.per_layer  # each adapter saves its own input and low-rank output
+    # the logits and the loss are saved outside the decoder layers: fp32 logits alone are batch x seq x vocab x 4
+    assert one.outside_layers >= 2 * 64 * TINY["vocab_size"] * 4
+    layers = TINY["num_hidden_layers"]
+    assert mm.activation_bytes(one, 32, True) < mm.activation_bytes(one, 32, False)
+    assert mm.activation_bytes(one, layers, False) == layers * one.per_layer + one.outside_layers
+
+
+def test_calibration_recovers_scale_and_constant_and_reports_heldout_error() -> None:
+    rows = [(s, a, s + 1.3 * a + 500 * mm.MIB) for s, a in [(1e9, 2e9), (3e9, 1e9), (2e9, 4e9), (5e9, 3e9)]]
+    cal = mm.fit_calibration(rows, target="torch_reserved")
+    assert cal.activation_scale == pytest.approx(1.3)
+    assert cal.constant_bytes == pytest.approx(500 * mm.MIB)
+    assert cal.heldout_error_pct == pytest.approx(0.0, abs=1e-6)
+    noisy = [(s, a, m * f) for (s, a, m), f in zip(rows, [1.05, 0.95, 1.02, 0.98], strict=True)]
+    assert mm.fit_calibration(noisy, target="torch_reserved").heldout_error_pct > 1
+    assert mm.fit_calibration([], target="x").describe().startswith("uncalibrated")
+
+
+def test_prediction_components_add_up_and_differ_from_accelerate() -> None:
+    a = arch("llama-2-7b")
+    p = mm.predict(a, Setting(method="full", batch=4, seq_len=512))
+    assert p.peak_bytes == pytest.approx(sum(p.components.values()))
+    assert p.arithmetic().endswith(f"= {p.peak_gib:.2f} GiB")
+    accelerate = mm.accelerate_estimate_bytes(a)
+    # accelerate counts 16 bytes per parameter and no activations; the harness adds autocast copies + activations
+    assert accelerate == pytest.approx(16 * mm.shapes(a).total_params, rel=0.01)
+    assert p.peak_bytes > accelerate
+
+
+def test_interpolated_count_equals_a_direct_count() -> None:
+    setting = Setting(method="lora", batch=3, seq_len=200)
+    direct = mm.count_saved_activations(TINY, setting)
+    interpolated = mm.cached_activations(TINY, setting)
+    assert interpolated.per_layer == pytest.approx(direct.per_layer, rel=1e-6)
+    assert interpolated.outside_layers == pytest.approx(direct.outside_layers, rel=1e-6)
