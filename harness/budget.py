@@ -94,7 +94,7 @@ def setting_of_record(record: dict) -> Setting:
     return Setting(
         method=m["name"],
         batch=t["batch_size"],
-        seq_len=record["metrics"].get("padded_seq_len") or t["max_seq_len"],
+        seq_len=t["max_seq_len"],
         gradient_checkpointing=t["gradient_checkpointing"],
         optim=t["optim"],
         r=m.get("r") or 16,
@@ -105,11 +105,15 @@ def setting_of_record(record: dict) -> Setting:
 
 
 def gpu_records(records: list[dict]) -> list[dict]:
-    """Records measured on a GPU with a torch peak: what calibrates and what counts as measured."""
+    """Scale-sweep records measured on a GPU with a torch peak: what calibrates and what counts as measured.
+
+    Only synthetic-data runs: their sequences are exactly max_seq_len long, while a task's batches are padded
+    to their longest example, so max_seq_len would overstate what those runs held."""
     return [
         r
         for r in records
         if r.get("run", {}).get("device") == "cuda"
+        and r.get("config", {}).get("dataset", {}).get("source") == "synthetic"
         and r.get("status") in ("ok", "oom")
         and r.get("metrics", {}).get("memory", {}).get("peak_torch_reserved_mib")
         and r.get("config", {}).get("model", {}).get("architecture", {}).get("model_type")
@@ -226,6 +230,8 @@ def answer(
         f"{'on' if base.gradient_checkpointing else 'off'}, optimizer {base.optim}, LoRA r={base.r} on "
         f"{','.join(base.target_modules)}; full FT = fp32 weights + bf16 autocast",
         f"memory model: {calibration.describe()}",
+        f"for comparison, `accelerate estimate-memory` (full FT in fp32, batch 1, no activations): "
+        f"{mm.accelerate_estimate_bytes(arch) / GIB:.1f} GiB",
         f"quality: {gap_note}",
     ]
     fitting = table[table["fits"] == "yes"]

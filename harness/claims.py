@@ -7,6 +7,7 @@ measured and one of the verdicts below, with the reason. Nothing here knows a re
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -43,14 +44,74 @@ def _score_se(row: pd.Series, metric: str = "score") -> float:
     return math.sqrt(max(p * (1 - p), 1 / n) / n)  # at least one example's worth, so 0 % or 100 % is not exact
 
 
-def at_scale(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
-    smallest = runs["params_total"].dropna().min() if runs["params_total"].notna().any() else None
-    return _result(
-        f"model measured here: {smallest / 1e9:.3f}B parameters" if smallest else "no model measured",
-        UNTESTABLE,
-        "a claim about 7B-70B models; this sweep's model is far smaller. The GPU-budget work (scale sweep at "
-        "the real architectures, memory model) gives it a verdict.",
+def memory_at_scale(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
+    """A memory claim about a 7B-70B model, checked at the stated conditions: against a GPU record of exactly
+    those conditions where one exists (the scale sweep), else against the memory model's prediction, whose
+    arithmetic is shown and whose calibration (or lack of it) is stated."""
+    from harness import budget
+    from harness import memory_model as mm
+
+    calibration = params.get("_calibration") or mm.Calibration()
+    name, arch = budget.architecture_of(params["model"])
+    setting = mm.Setting(
+        method=params["method"],
+        batch=params.get("batch", 1),
+        seq_len=params.get("seq_len", 512),
+        gradient_checkpointing=params.get("gradient_checkpointing", False),
+        optim=params.get("optim", "adamw_torch"),
+        quant_type=params.get("quant_type", "nf4"),
+        double_quant=params.get("double_quant", False),
     )
+    conditions = (
+        f"{name} {setting.label}, batch {setting.batch} x {setting.seq_len} tokens, checkpointing "
+        f"{'on' if setting.gradient_checkpointing else 'off'}, {setting.optim}"
+    )
+    measured = budget.measured_peak(params.get("_records") or [], name, setting)
+    prediction = mm.predict(arch, setting, calibration)
+    if measured and measured[1] == "ok":
+        peak, source = measured[0] / mm.GIB, "measured on a GPU"
+    else:
+        peak, source = prediction.peak_gib, f"memory model, {calibration.describe()}"
+    text = f"{conditions}: {peak:.1f} GiB" + ("" if measured else f" = {prediction.arithmetic()}")
+    kind = params["kind"]
+    if kind == "above":
+        verdict = HOLDS if peak >= params["low_gib"] else FAILS
+        why = f"needs {peak:.1f} GiB, claim: more than {params['low_gib']} GB"
+    elif kind == "range":
+        low, high = params["low_gib"], params["high_gib"]
+        best = dataclasses.replace(setting, batch=1, gradient_checkpointing=True)
+        best_peak = mm.predict(arch, best, calibration).peak_gib
+        text += f"; at batch 1 with checkpointing: {best_peak:.1f} GiB"
+        if low * 0.9 <= peak <= high * 1.1:
+            verdict = HOLDS
+        elif best_peak <= high * 1.1:
+            verdict = PARTLY
+        else:
+            verdict = FAILS
+        why = (
+            f"claim: {low}-{high} GB (10 % tolerance): holds if the prediction at these conditions is in range, "
+            "partly if only at batch 1 with checkpointing"
+        )
+    elif kind == "fits":
+        gpu = params["gpu_gib"]
+        verdict = HOLDS if peak <= gpu else FAILS
+        weights = mm.static_bytes(mm.cached_shapes(arch), setting)["weights"] / mm.GIB
+        why = f"needs {peak:.1f} GiB of a {gpu} GB card (4-bit weights alone: {weights:.1f} GiB)"
+    elif kind == "sharded":
+        gpu, max_gpus = params["gpu_gib"], params["max_gpus"]
+        per_gpu_fixed = sum(v for k, v in prediction.components.items() if k in ("activations", "logits_gradient"))
+        sharded = prediction.peak_bytes - per_gpu_fixed
+        room = gpu * mm.GIB - per_gpu_fixed
+        gpus = math.ceil(sharded / room) if room > 0 else None
+        text += f"; fully sharded (ZeRO-3/FSDP) over {gpus} x {gpu} GB" if gpus else "; does not fit even sharded"
+        verdict = HOLDS if gpus and gpus <= max_gpus else FAILS
+        why = (
+            f"weights, gradients and optimizer states ({sharded / mm.GIB:.0f} GiB) split over the cards, activations "
+            f"({per_gpu_fixed / mm.GIB:.1f} GiB) on each; 'comfortable' read as at most {max_gpus} cards (one node)"
+        )
+    else:
+        raise ValueError(f"memory_at_scale: unknown kind {kind!r}")
+    return _result(text, verdict, f"{why}; {source}" if not measured else f"{why}; {source}")
 
 
 def score_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
@@ -265,7 +326,7 @@ def grad_accum(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict
 CHECKS: dict[str, Callable[[pd.DataFrame, pd.DataFrame, dict], dict]] = {
     f.__name__: f
     for f in (
-        at_scale,
+        memory_at_scale,
         score_gap,
         trainable_share,
         rank_linear,
@@ -278,10 +339,15 @@ CHECKS: dict[str, Callable[[pd.DataFrame, pd.DataFrame, dict], dict]] = {
 }
 
 
-def check_claims(runs: pd.DataFrame, variants: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim: id, claim, source, measured, verdict, why."""
+def check_claims(runs: pd.DataFrame, variants: pd.DataFrame, records: list[dict] | None = None) -> pd.DataFrame:
+    """One row per claim: id, claim, source, measured, verdict, why. `records` (GPU ones) calibrate the memory
+    model and stand as measurements for the claims at scale."""
+    from harness import budget
+
+    records = records or []
+    extra = {"_records": records, "_calibration": budget.calibrate(records)}
     rows = []
     for claim in load_claims()["claims"]:
-        result = CHECKS[claim["check"]](runs, variants, claim.get("params", {}))
+        result = CHECKS[claim["check"]](runs, variants, {**claim.get("params", {}), **extra})
         rows.append({"id": claim["id"], "claim": claim["claim"], "source": claim["source"], **result})
     return pd.DataFrame(rows)

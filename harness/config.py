@@ -65,7 +65,8 @@ class MethodConfig:
 @dataclass
 class DatasetConfig:
     name: str = "???"
-    # builtin: the generated extraction task; jsonl: prompt/completion files; hub: a hub dataset.
+    # builtin: the generated extraction task; jsonl: prompt/completion files; hub: a hub dataset;
+    # synthetic: random tokens at exactly train.max_seq_len, for memory and speed only (needs eval.enabled=false).
     source: str = "builtin"
     seed: int = 0
     n_train: int = 2000
@@ -108,6 +109,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    # false: train only (memory and speed), no validation loss, score, forgetting or latency.
+    enabled: bool = True
     batch_size: int = 16
     max_test_examples: int | None = 48
     max_new_tokens: int = 96
@@ -190,7 +193,17 @@ def check(cfg: RunConfig) -> RunConfig:
         _require(bool(mo.hub_id or mo.path), "model.source=hub needs model.hub_id or model.path")
 
     d = cfg.dataset
-    _require(d.source in ("builtin", "jsonl", "hub"), f"dataset.source={d.source!r}: builtin, jsonl or hub")
+    _require(
+        d.source in ("builtin", "jsonl", "hub", "synthetic"),
+        f"dataset.source={d.source!r}: builtin, jsonl, hub or synthetic",
+    )
+    if d.source == "synthetic":
+        _require(not cfg.eval.enabled, "dataset.source=synthetic has nothing to score: set eval.enabled=false")
+        _require(
+            int(mo.architecture.get("vocab_size") or 0) > 0,
+            "dataset.source=synthetic draws tokens from model.architecture.vocab_size, which is not set",
+        )
+        _require(d.n_train > 0, f"dataset.n_train={d.n_train}: must be > 0")
     _require(d.scorer in ("json_fields", "exact_match"), f"dataset.scorer={d.scorer!r}: json_fields or exact_match")
     if d.source == "builtin":
         for split in ("n_train", "n_validation", "n_test"):

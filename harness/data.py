@@ -137,6 +137,17 @@ def tokenize_split(
     return kept.remove_columns("prompt_len")
 
 
+def synthetic_split(n: int, *, seq_len: int, vocab_size: int, seed: int) -> Dataset:
+    """n sequences of exactly seq_len uniform random tokens, every position trained.
+
+    For memory and speed at scale (the `scale` sweep): what a step costs depends on the shapes, not on the
+    text, and no tokenizer or hub download is needed. Nothing is scored on them.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab_size, (n, seq_len), generator=generator).tolist()
+    return Dataset.from_dict({"input_ids": ids, "labels": ids})
+
+
 @dataclass
 class CompletionCollator:
     """Right-pads a batch: input_ids with the pad token, labels with -100, attention_mask 0 on padding."""

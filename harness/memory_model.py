@@ -195,7 +195,10 @@ def count_saved_activations(architecture: dict[str, Any], setting: Setting) -> A
 
     # the harness's dtypes: full FT trains fp32 weights, LoRA/QLoRA a bf16 base with fp32 adapters (peft's
     # default), both under bf16 autocast, whose bf16 copies of weights and inputs are what backward keeps
-    model = meta_model(architecture, dtype=torch.float32 if setting.method == "full" else torch.bfloat16)
+    # every decoder layer saves the same, so two layers give the per-layer count of any depth (and keep a 70B
+    # count to a fraction of a second)
+    two_layers = {**architecture, "num_hidden_layers": min(2, int(architecture["num_hidden_layers"]))}
+    model = meta_model(two_layers, dtype=torch.float32 if setting.method == "full" else torch.bfloat16)
     if setting.method != "full":
         from peft import LoraConfig, get_peft_model
 

@@ -362,6 +362,33 @@ def _answer(variants: pd.DataFrame) -> str:
     )
 
 
+FITS_ON_MODELS = ("llama-3.2-1b", "llama-3.2-3b", "llama-2-7b", "llama-3-8b", "llama-2-13b", "llama-33b", "llama-2-70b")
+
+
+def fits_on_section(records: list[dict], runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Method x model size against common GPUs, at this sweep's batch and sequence length (memory model)."""
+    from harness import budget
+    from harness.memory_model import Setting
+
+    cfg = records[0]["config"]["train"] if records else {}
+    base = Setting(
+        method="full",
+        batch=int(cfg.get("batch_size", 1)),
+        seq_len=int(cfg.get("max_seq_len", 512)),
+        gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)),
+        optim=str(cfg.get("optim", "adamw_torch")),
+    )
+    calibration = budget.calibrate(records)
+    table = budget.fits_on_table(list(FITS_ON_MODELS), base, calibration)
+    note = (
+        f"Predicted peak at this sweep's batch {base.batch} x {base.seq_len} tokens, checkpointing "
+        f"{'on' if base.gradient_checkpointing else 'off'}, {base.optim}, LoRA r=16 on all linear layers; 'fits' "
+        f"keeps 10 % of the card free. Memory model {calibration.describe()}. For other conditions: "
+        "`python -m harness budget --gpu-memory 24GB --model llama-3-8b --seq-len 1024 --batch 4`."
+    )
+    return table, note
+
+
 _NOT_CONDITIONS = {
     "method",
     "results_dir",
@@ -416,12 +443,18 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
 
     Only records that share one set of conditions are compared (the newest record's); the rest are
     counted in a note, so runs with other steps, data or model never average into one row."""
+    from harness.scale_report import is_scale_record, write_scale_report
+
+    if records and all(is_scale_record(r) for r in records):
+        return write_scale_report(records, out_dir, title=title)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    all_records = records  # scale-sweep GPU records calibrate the memory model
+    records = [r for r in records if not is_scale_record(r)]
     records, left_out = split_by_conditions(records)
     runs = runs_frame(records)
     variants = variants_frame(runs)
-    claims = check_claims(runs[runs["status"] == "ok"], variants)
+    claims = check_claims(runs[runs["status"] == "ok"], variants, all_records)
     plots = make_plots(runs, variants, out_dir)
     cond = conditions(records)
     profile_notes = sorted({r["config"].get("profile_note") or "" for r in records} - {""})
@@ -436,6 +469,7 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
         ),
         ("Trade-off matrix: measured, next to the documents", matrix_table(variants), None),
         ("Claims check", claims[["id", "claim", "source", "measured", "verdict", "why"]], None),
+        ("Which GPU fits which method", *fits_on_section(all_records, runs)),
     ]
 
     md = [f"# {title}", "", "Generated from run records by `python -m harness report`; do not edit.", ""]

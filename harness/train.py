@@ -98,7 +98,17 @@ def artifact_bytes(torch_model: torch.nn.Module, cfg: RunConfig, stem: str) -> t
 
 
 def prepare_inputs(cfg: RunConfig):
-    """Tokenizer and tokenised splits; raises ConfigError on any bad dataset input."""
+    """Tokenizer and tokenised splits; raises ConfigError on any bad dataset input.
+
+    Synthetic data needs no tokenizer (none is loaded: a random-init hub model then needs no download)."""
+    if cfg.dataset.source == "synthetic":
+        train = data.synthetic_split(
+            cfg.dataset.n_train,
+            seq_len=cfg.train.max_seq_len,
+            vocab_size=int(cfg.model.architecture["vocab_size"]),
+            seed=cfg.dataset.seed,
+        )
+        return None, {"train": train}, None
     tokenizer = models.load_tokenizer(cfg.model, cfg.cache_dir)
     rows = data.load_splits(cfg.dataset, cfg.cache_dir)
     tokenized = {
@@ -264,14 +274,15 @@ def run(cfg: RunConfig) -> dict:
         models.check_target_modules(base, cfg.method)
         metrics["architecture"] = models.describe_architecture(base)
         base_eval_start = time.perf_counter()
-        if cfg.eval.base_model:
+        evaluate = cfg.eval.enabled
+        if evaluate and cfg.eval.base_model:
             metrics["base_score"] = _base_score(base, tokenizer, test_rows, cfg, device, dtype)
-        forgetting_before = _general_loss(base, tokenizer, cfg, device)
+        forgetting_before = _general_loss(base, tokenizer, cfg, device) if evaluate else None
         # Full FT changes the base itself, so its base is timed now; LoRA/QLoRA time theirs after training with
         # the adapter switched off (below).
-        timed_before = cfg.eval.latency_prompts and cfg.method.name == "full"
+        timed_before = evaluate and cfg.eval.latency_prompts and cfg.method.name == "full"
         latency = {"base": _latency(base, tokenizer, test_rows, cfg, device)} if timed_before else {}
-        if cfg.eval.base_model or cfg.eval.forgetting_chunks or cfg.eval.latency_prompts:
+        if evaluate and (cfg.eval.base_model or cfg.eval.forgetting_chunks or cfg.eval.latency_prompts):
             if cfg.method.name == "qlora" and device == "cpu":
                 # On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks each 4-bit weight for an inference
                 # kernel that has no backward the first time the layer runs in eval mode without grad.
@@ -290,7 +301,7 @@ def run(cfg: RunConfig) -> dict:
             model=torch_model,
             args=training_arguments(cfg, precision=precision, device=device, output_dir=str(work_dir / "trainer")),
             train_dataset=tokenized["train"],
-            data_collator=data.CompletionCollator(pad_token_id=tokenizer.pad_token_id),
+            data_collator=data.CompletionCollator(pad_token_id=tokenizer.pad_token_id if tokenizer else 0),
             callbacks=[step_logger],
         )
         sampler.reset()
@@ -306,38 +317,40 @@ def run(cfg: RunConfig) -> dict:
         metrics["samples_per_s"] = samples / step_logger.train_seconds
         metrics["train_loss"] = train_output.training_loss
 
-        eval_start = time.perf_counter()
-        eval_out = trainer.evaluate(eval_dataset=tokenized["validation"])
-        metrics["eval_loss"] = eval_out["eval_loss"]
-        metrics["eval_perplexity"] = math.exp(eval_out["eval_loss"]) if eval_out["eval_loss"] < 50 else None
-        metrics["score"] = _score(torch_model, tokenizer, test_rows, cfg, device)
-        if forgetting_before is not None:
-            after = _general_loss(torch_model, tokenizer, cfg, device)
-            metrics["forgetting"] = {
-                "loss_before": forgetting_before["loss"],
-                "loss_after": after["loss"],
-                "delta": after["loss"] - forgetting_before["loss"],
-                "tokens": after["tokens"],
-                "source": after["source"],
-            }
-        if cfg.eval.latency_prompts:
-            # full FT: the trained model; LoRA: adapter unmerged; QLoRA: the 4-bit base with its adapter.
-            latency["trained" if cfg.method.name == "full" else "unmerged"] = _latency(
-                torch_model, tokenizer, test_rows, cfg, device
-            )
-            if cfg.method.name != "full":
-                # The base with the adapter switched off, in the same process state as the adapter's timings
-                # (on CPU, the trained full-FT model generated ~2x slower than its own base before training).
-                with torch_model.disable_adapter():
-                    latency["base"] = _latency(torch_model, tokenizer, test_rows, cfg, device)
-        metrics["eval_seconds"] = time.perf_counter() - eval_start
-        metrics["artifact_bytes"], record["run"]["artifact_dir"] = artifact_bytes(torch_model, cfg, stem)
-        if cfg.eval.latency_prompts and cfg.method.name == "lora":
-            # Last, since merging changes the model in place. (QLoRA is not merged: that would requantise.)
-            torch_model = torch_model.merge_and_unload()
-            latency["merged"] = _latency(torch_model, tokenizer, test_rows, cfg, device)
-        if latency:
-            metrics["inference"] = latency
+        # eval.enabled=false trains only (memory and speed at scale): no scoring, no checkpoint written
+        if evaluate:
+            eval_start = time.perf_counter()
+            eval_out = trainer.evaluate(eval_dataset=tokenized["validation"])
+            metrics["eval_loss"] = eval_out["eval_loss"]
+            metrics["eval_perplexity"] = math.exp(eval_out["eval_loss"]) if eval_out["eval_loss"] < 50 else None
+            metrics["score"] = _score(torch_model, tokenizer, test_rows, cfg, device)
+            if forgetting_before is not None:
+                after = _general_loss(torch_model, tokenizer, cfg, device)
+                metrics["forgetting"] = {
+                    "loss_before": forgetting_before["loss"],
+                    "loss_after": after["loss"],
+                    "delta": after["loss"] - forgetting_before["loss"],
+                    "tokens": after["tokens"],
+                    "source": after["source"],
+                }
+            if cfg.eval.latency_prompts:
+                # full FT: the trained model; LoRA: adapter unmerged; QLoRA: the 4-bit base with its adapter.
+                latency["trained" if cfg.method.name == "full" else "unmerged"] = _latency(
+                    torch_model, tokenizer, test_rows, cfg, device
+                )
+                if cfg.method.name != "full":
+                    # The base with the adapter switched off, in the same process state as the adapter's timings
+                    # (on CPU, the trained full-FT model generated ~2x slower than its own base before training).
+                    with torch_model.disable_adapter():
+                        latency["base"] = _latency(torch_model, tokenizer, test_rows, cfg, device)
+            metrics["eval_seconds"] = time.perf_counter() - eval_start
+            metrics["artifact_bytes"], record["run"]["artifact_dir"] = artifact_bytes(torch_model, cfg, stem)
+            if cfg.eval.latency_prompts and cfg.method.name == "lora":
+                # Last, since merging changes the model in place. (QLoRA is not merged: that would requantise.)
+                torch_model = torch_model.merge_and_unload()
+                latency["merged"] = _latency(torch_model, tokenizer, test_rows, cfg, device)
+            if latency:
+                metrics["inference"] = latency
         record["status"] = "ok"
     except ConfigError:
         shutil.rmtree(work_dir, ignore_errors=True)

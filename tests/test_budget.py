@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from harness import budget
 from harness.memory_model import GIB, MIB, Setting
@@ -147,6 +148,7 @@ def test_measured_gpu_record_overrides_the_prediction(tmp_path) -> None:
         "run": {"id": "x", "method_label": "lora-r16", "device": "cuda"},
         "config": {
             "model": {"name": "llama-3-8b", "architecture": {"model_type": "llama"}},
+            "dataset": {"source": "synthetic"},
             "method": {"name": "lora", "r": 16, "target_modules": list(setting.target_modules)},
             "train": {"batch_size": 4, "max_seq_len": 1024, "gradient_checkpointing": False, "optim": "adamw_torch"},
         },
@@ -155,3 +157,69 @@ def test_measured_gpu_record_overrides_the_prediction(tmp_path) -> None:
     }
     assert budget.measured_peak([record], "llama-3-8b", setting) == (20500.0 * MIB, "ok")
     assert budget.measured_peak([record], "llama-3-8b", Setting(method="lora", batch=2, seq_len=1024)) is None
+
+
+def _claim_params(claim_id: str) -> dict:
+    from harness.claims import load_claims
+
+    return next(c for c in load_claims()["claims"] if c["id"] == claim_id)["params"]
+
+
+def test_claims_at_scale_follow_from_the_memory_model() -> None:
+    import pandas as pd
+
+    from harness import claims
+
+    empty = pd.DataFrame()
+    seventy = claims.memory_at_scale(empty, empty, _claim_params("qlora-70b-24gb"))
+    assert seventy["verdict"] == claims.FAILS  # 70e9 x 4 bits is ~33 GiB of weights alone
+    assert "4-bit weights alone: 3" in seventy["why"] and "= " in seventy["measured"]
+    thirteen = claims.memory_at_scale(empty, empty, _claim_params("full-13b"))
+    assert "fully sharded (ZeRO-3/FSDP) over" in thirteen["measured"]
+    full7 = claims.memory_at_scale(empty, empty, _claim_params("mem-7b-full"))
+    assert full7["verdict"] == claims.HOLDS  # 16 bytes per parameter alone is > 100 GiB
+
+
+def _scale_record(model: str, method: dict, batch: int, seq: int, reserved: float) -> dict:
+    return {
+        "run": {"id": f"{model}-{method['name']}-{batch}", "method_label": method["name"], "device": "cuda"},
+        "config": {
+            "model": {"name": model, "architecture": yaml.safe_load(
+                (budget.CONF_MODEL_DIR / f"{model}.yaml").read_text())["architecture"]},
+            "dataset": {"source": "synthetic"},
+            "eval": {"enabled": False},
+            "method": {"target_modules": list(Setting.target_modules), "r": 16, **method},
+            "train": {"batch_size": batch, "max_seq_len": seq, "gradient_checkpointing": False,
+                      "optim": "adamw_torch"},
+        },
+        "metrics": {"memory": {"peak_torch_reserved_mib": reserved, "peak_nvml_process_mib": reserved + 500},
+                    "tokens_per_s": 1000.0},
+        "status": "ok",
+    }  # fmt: skip
+
+
+def test_scale_report_predicts_each_gpu_run_from_the_others(tmp_path) -> None:
+    from harness import memory_model as mm
+    from harness.scale_report import scale_frame, write_scale_report
+
+    # GPU peaks that follow static + 1.2 x activations + 700 MiB exactly: the held-out error must be ~0
+    records = []
+    for model, method, batch in [
+        ("llama-3.2-1b", {"name": "lora"}, 1),
+        ("llama-3.2-1b", {"name": "lora"}, 4),
+        ("llama-3.2-1b", {"name": "full"}, 2),
+        ("llama-3.2-3b", {"name": "lora"}, 2),
+    ]:
+        arch = yaml.safe_load((budget.CONF_MODEL_DIR / f"{model}.yaml").read_text())["architecture"]
+        s = Setting(method=method["name"], batch=batch, seq_len=512)
+        p = mm.predict(arch, s)
+        act = p.components["activations"] + p.components["logits_gradient"]
+        reserved = (p.peak_bytes - act + 1.2 * act) / MIB + 700
+        records.append(_scale_record(model, method, batch, 512, reserved))
+    frame = scale_frame(records)
+    assert frame["held-out error %"].abs().max() < 0.5
+    calibration = budget.calibrate(records)
+    assert calibration.activation_scale == pytest.approx(1.2) and calibration.n_records == 4
+    paths = write_scale_report(records, tmp_path, title="scale")
+    assert (tmp_path / "predicted_vs_measured.png").stat().st_size > 0
+    assert "within 10 % for 4 of 4" in paths[0].read_text()

@@ -5,7 +5,19 @@ import pytest
 from harness.config import ConfigError
 
 CONF_GROUPS = {
-    "model": ["smollm2-135m", "smollm2-135m-hub", "tiny", "qwen2.5-0.5b", "llama-3.2-1b", "llama-2-7b", "llama-3-8b"],
+    "model": [
+        "smollm2-135m",
+        "smollm2-135m-hub",
+        "tiny",
+        "qwen2.5-0.5b",
+        "llama-3.2-1b",
+        "llama-3.2-3b",
+        "llama-2-7b",
+        "llama-3-8b",
+        "llama-2-13b",
+        "llama-33b",
+        "llama-2-70b",
+    ],  # fmt: skip
     "method": [
         "full",
         "lora",
@@ -29,7 +41,7 @@ def test_config_groups_match_the_files():
 
     for group, names in CONF_GROUPS.items():
         assert sorted(p.stem for p in (CONF / group).glob("*.yaml")) == sorted(
-            names + (["jsonl", "alpaca"] if group == "dataset" else [])
+            names + (["jsonl", "alpaca", "synthetic"] if group == "dataset" else [])
         )
 
 
@@ -82,6 +94,8 @@ def test_full_ft_learning_rate_is_lower_than_lora(make_config):
         (["train.precision=fp8"], "precision"),
         (["method.r=abc"], "method.r"),
         (["+method.rank=8"], "rank"),
+        (["dataset=synthetic"], "set eval.enabled=false"),
+        (["dataset=synthetic", "eval.enabled=false", "model.architecture.vocab_size=0"], "vocab_size"),
     ],
 )
 def test_bad_values_fail_before_anything_loads(make_config, overrides, message):

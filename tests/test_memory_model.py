@@ -157,3 +157,9 @@ def test_interpolated_count_equals_a_direct_count() -> None:
     interpolated = mm.cached_activations(TINY, setting)
     assert interpolated.per_layer == pytest.approx(direct.per_layer, rel=1e-6)
     assert interpolated.outside_layers == pytest.approx(direct.outside_layers, rel=1e-6)
+
+
+def test_per_layer_count_does_not_depend_on_depth() -> None:
+    setting = Setting(method="full", batch=1, seq_len=32)
+    deep = {**TINY, "num_hidden_layers": 5}
+    assert mm.count_saved_activations(deep, setting) == mm.count_saved_activations(TINY, setting)

@@ -1,7 +1,9 @@
 """Sweeps: every sweep file composes and checks; a job that dies is recorded and the sweep goes on; a sweep
 killed mid-job (kill -9) leaves no half-written record and, run again, runs only what is missing."""
 
+import itertools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,6 +16,7 @@ import pytest
 import yaml
 
 from harness.config import load_run_config
+from harness.results import run_key
 
 from .conftest import FAST, ROOT, compose_config
 
@@ -23,13 +26,16 @@ SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_every_job_of_every_sweep_composes_and_checks(sweep):
     params = yaml.safe_load((ROOT / "sweeps" / f"{sweep}.yaml").read_text())["hydra"]["sweeper"]["params"]
-    methods = params["method"].split(",")
-    labels = []
-    for method in methods:
-        cfg = compose_config([f"+sweeps={sweep}", f"method={method}"])
+    axes = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
+    labels, keys = [], set()
+    for job in itertools.product(*axes):
+        cfg = compose_config([f"+sweeps={sweep}", *job])
         assert cfg.sweep_name == sweep
-        labels.append(load_run_config(cfg).method.label)
-    assert len(set(labels)) == len(labels), "two jobs of one sweep would measure the same config"
+        run_cfg = load_run_config(cfg)
+        keys.add(run_key(run_cfg))
+        if run_cfg.method.label not in labels:
+            labels.append(run_cfg.method.label)
+    assert len(keys) == math.prod(len(a) for a in axes), "two jobs of one sweep would measure the same config"
     if sweep == "tradeoff":
         assert labels == [
             "full", "lora-r4", "lora-r8", "lora-r16", "lora-r32", "lora-r64",
@@ -133,3 +139,27 @@ def test_a_sweep_killed_mid_job_resumes_with_only_what_is_missing(tmp_path, cach
     assert forced.returncode == 0
     again = json.loads(first.read_text())
     assert again["run"]["started_at"] != first_started
+
+
+def test_scale_sweep_trains_only_and_writes_the_scale_report(tmp_path, cache_dir):
+    """The scale sweep's path on CPU: random-init model, synthetic tokens, no evaluation, a memory record per
+    job and the scale report (measured next to predicted)."""
+    report_dir = tmp_path / "report"
+    cmd = [
+        sys.executable, "-m", "harness", "+sweeps=scale", "model=tiny", "method=lora,qlora",
+        "train.gradient_checkpointing=true", "train.optim=adamw_torch", "train.max_seq_len=64",
+        "train.batch_size=2", "train.max_steps=2", f"results_dir={tmp_path / 'results'}",
+        f"report_dir={report_dir}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env(cache_dir), cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]
+    assert sorted(r["run"]["method_label"] for r in records) == ["lora-r16", "qlora-nf4-r16"]
+    for r in records:
+        assert r["status"] == "ok"
+        assert r["config"]["dataset"]["source"] == "synthetic"
+        assert "score" not in r["metrics"] and "eval_loss" not in r["metrics"]
+        assert r["metrics"]["train_tokens"] == 2 * 2 * 64  # every position of every sequence trained
+        assert r["metrics"]["memory"]["peak_rss_mib"] > 0
+    report = (report_dir / "report.md").read_text()
+    assert "| tiny    | lora-r16" in report and "predicted MiB" in report

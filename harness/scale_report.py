@@ -1,0 +1,129 @@
+"""The scale sweep's report: measured peak memory and speed per model, method, checkpointing and optimizer,
+next to the memory model's prediction for each run made without that run (its held-out error).
+
+Why separate from the trade-off report: a scale sweep has many models and no scores; what it answers is
+"what does each setting cost at this size" and "how far can the memory model be trusted".
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from harness import budget  # noqa: E402
+from harness import memory_model as mm  # noqa: E402
+
+
+def is_scale_record(record: dict) -> bool:
+    """A train-only record (eval.enabled=false): what the scale sweep writes."""
+    return record.get("config", {}).get("eval", {}).get("enabled", True) is False
+
+
+def _measured_mib(record: dict) -> tuple[float | None, str]:
+    mem = record.get("metrics", {}).get("memory", {})
+    if mem.get("peak_torch_reserved_mib"):
+        return mem["peak_torch_reserved_mib"], "torch reserved"
+    return mem.get("peak_rss_mib"), "rss (CPU: not comparable)"
+
+
+def scale_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per run; `predicted MiB` uses a calibration fitted on the other GPU runs only."""
+    gpu = budget.gpu_records(records)
+    rows = []
+    for r in records:
+        cfg, m = r["config"], r.get("metrics", {})
+        setting = budget.setting_of_record(r)
+        mem = m.get("memory", {})
+        measured, source = _measured_mib(r)
+        others = [g for g in gpu if g is not r]
+        row = {
+            "model": cfg["model"]["name"],
+            "method": r["run"]["method_label"],
+            "checkpointing": "on" if setting.gradient_checkpointing else "off",
+            "optim": setting.optim,
+            "batch x seq": f"{setting.batch} x {setting.seq_len}",
+            "status": "does not fit (oom)" if r["status"] == "oom" else r["status"],
+            "NVML MiB": mem.get("peak_nvml_process_mib"),
+            "torch reserved MiB": mem.get("peak_torch_reserved_mib"),
+            "torch allocated MiB": mem.get("peak_torch_allocated_mib"),
+            "measured MiB": measured,
+            "measured as": source,
+            "tokens/s": m.get("tokens_per_s"),
+        }
+        try:
+            prediction = mm.predict(cfg["model"]["architecture"], setting, budget.calibrate(others))
+            row["predicted MiB"] = prediction.peak_bytes / mm.MIB
+        except (ValueError, KeyError) as e:
+            row["predicted MiB"], row["error"] = None, str(e)
+        on_gpu = r in gpu and r["status"] == "ok" and row["predicted MiB"]
+        row["held-out error %"] = (row["predicted MiB"] - measured) / measured * 100 if on_gpu else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_scale_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = scale_frame(records)
+    calibration = budget.calibrate(records)
+    errors = frame["held-out error %"].dropna()
+    summary = (
+        f"{len(frame)} runs, {int((frame['status'] == 'ok').sum())} ok, "
+        f"{int(frame['status'].str.startswith('does not fit').sum())} out of memory. Memory model: "
+        f"{calibration.describe()}. "
+        + (
+            f"Each GPU run predicted by a fit on the other runs: mean |error| {errors.abs().mean():.1f} %, "
+            f"worst {errors.abs().max():.1f} %, within 10 % for {int((errors.abs() <= 10).sum())} of {len(errors)}."
+            if not errors.empty
+            else "No GPU runs: the predictions are uncalibrated and the CPU's RSS is not a GPU peak, so no error is "
+            "computed."
+        )
+    )
+    shown = frame.drop(columns=[c for c in ("error",) if c in frame.columns]).round(1)
+    plot = None
+    if not errors.empty:
+        ok = frame.dropna(subset=["held-out error %"])
+        fig, ax = plt.subplots(figsize=(6, 5))
+        for method, sub in ok.groupby("method"):
+            ax.scatter(sub["measured MiB"], sub["predicted MiB"], label=method, s=18)
+        top = float(max(ok["measured MiB"].max(), ok["predicted MiB"].max())) * 1.05
+        ax.plot([0, top], [0, top], "k--", linewidth=1, label="prediction = measurement")
+        ax.set_xlabel("measured peak, MiB (torch reserved)")
+        ax.set_ylabel("predicted (fit on the other runs), MiB")
+        ax.set_title("Memory model against the scale sweep")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        plot = out_dir / "predicted_vs_measured.png"
+        fig.savefig(plot, dpi=110)
+        plt.close(fig)
+
+    md = [f"# {title}", "", "Generated from run records by `python -m harness report`; do not edit.", "", summary, ""]
+    md += [shown.to_markdown(index=False), ""]
+    if plot:
+        md += [f"![predicted vs measured]({plot.name})", ""]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    h = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px}th{background:#f0f0f0}img{max-width:100%}</style>"
+        "</head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{html.escape(summary)}</p>",
+        shown.to_html(index=False, escape=True, border=0),
+    ]
+    if plot:
+        data = base64.b64encode(plot.read_bytes()).decode()
+        h.append(f"<img alt='predicted vs measured' src='data:image/png;base64,{data}'>")
+    h.append("</body></html>")
+    html_path = out_dir / "report.html"
+    html_path.write_text("\n".join(h), encoding="utf-8")
+    return [md_path, html_path]
