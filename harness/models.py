@@ -124,8 +124,9 @@ def load_base_model(
         config = AutoConfig.for_model(**model.architecture)
         torch.manual_seed(seed)
         if quant is None:
-            torch_model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-            return torch_model.to(device)
+            # built where it will train: random init of a 7B-13B model is minutes on a CPU, seconds on a GPU
+            with torch.device(device):
+                return AutoModelForCausalLM.from_config(config, dtype=dtype)
         # Random weights through the same quantising loader: save once, reload with the quant config.
         with tempfile.TemporaryDirectory() as tmp:
             AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(tmp)
