@@ -69,6 +69,9 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 "tokens_per_s": m.get("tokens_per_s"),
                 "train_s": m.get("train_seconds"),
                 "total_s": m.get("total_seconds"),
+                "process_s": m.get("process_seconds"),
+                "eval_s": m.get("eval_seconds"),
+                "mfu": m.get("mfu"),
                 "eval_loss": m.get("eval_loss"),
                 "score": score.get("exact_match"),
                 "field_acc": score.get("field_accuracy"),
@@ -187,6 +190,7 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
                 f"{_fmt(v, '.0f')} ({src})" for v, src in zip(runs["peak_mem_mib"], runs["mem_source"], strict=True)
             ],
             "tokens/s": runs["tokens_per_s"].map(lambda v: _fmt(v, ".1f")),
+            "MFU %": runs["mfu"].map(lambda v: _fmt(v * 100 if v is not None else None, ".1f")),
             "train s": runs["train_s"].map(lambda v: _fmt(v, ".1f")),
             "eval loss": runs["eval_loss"].map(_fmt),
             "base score": runs["base_score"].map(_fmt),
@@ -197,6 +201,32 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
             "adapter/ckpt MiB": runs["artifact_mib"].map(lambda v: _fmt(v, ".2f")),
         }
     )
+
+
+def time_table(runs: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
+    """Where each job's time went: training against everything else (process start and imports, loading,
+    base-model evaluation, scoring, saving). MFU counts only training, so the rest is the sweep's overhead."""
+    rows = runs[runs["process_s"].notna()] if "process_s" in runs else runs.iloc[0:0]
+    if rows.empty:
+        return None, "The records carry no process time (written before it was recorded)."
+    table = pd.DataFrame(
+        {
+            "method": rows["label"],
+            "job process s": rows["process_s"].round(1),
+            "training s": rows["train_s"].round(1),
+            "evaluation s": rows["eval_s"].round(1),
+            "start, imports, loading, saving s": (
+                rows["process_s"] - rows["train_s"].fillna(0) - rows["eval_s"].fillna(0)
+            ).round(1),
+            "training share %": (100 * rows["train_s"] / rows["process_s"]).round(1),
+        }
+    )
+    share = 100 * rows["train_s"].sum() / rows["process_s"].sum()
+    note = (
+        f"Training took {share:.1f} % of the jobs' process time ({rows['train_s'].sum():.0f} of "
+        f"{rows['process_s'].sum():.0f} s); the rest is overhead that MFU and tokens/s do not see."
+    )
+    return table, note
 
 
 def matrix_table(variants: pd.DataFrame) -> pd.DataFrame:
@@ -467,6 +497,7 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
             "One row per run. Peak memory: NVML per process on a GPU, RSS on a CPU; "
             "forgetting: loss on general text after minus before training.",
         ),
+        ("Where the time went", *time_table(runs)),
         ("Trade-off matrix: measured, next to the documents", matrix_table(variants), None),
         ("Claims check", claims[["id", "claim", "source", "measured", "verdict", "why"]], None),
         ("Which GPU fits which method", *fits_on_section(all_records, runs)),

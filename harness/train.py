@@ -19,10 +19,11 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
-from harness import data, env, evaluation, models
+from harness import data, env, evaluation, flops, models
 from harness.config import ConfigError, RunConfig
 from harness.monitor import MemorySampler, StepLogger
 from harness.results import record_stem, run_key, write_json_atomic
@@ -188,6 +189,28 @@ def _latency(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str) -> 
     )
 
 
+def _throughput(metrics: dict, environment: dict, cfg: RunConfig, samples: int) -> dict:
+    """FLOPs per trained token and MFU against the GPU's bf16 peak (None on a CPU or an unlisted GPU)."""
+    arch = {k: v for k, v in metrics["architecture"].items() if v is not None}
+    mean_len = metrics["train_tokens"] / max(samples, 1)
+    try:
+        per_token = flops.flops_per_token(
+            arch,
+            method=cfg.method.name,
+            seq_len=mean_len,
+            adapter_params=metrics["params"]["trainable"] if cfg.method.name != "full" else 0,
+        )
+    except (ValueError, KeyError, TypeError) as e:  # an architecture transformers cannot rebuild from its fields
+        log.warning("no FLOPs count for this architecture (%s): MFU not recorded", e)
+        return {"flops_per_token": None, "gpu_peak_flops": None, "mfu": None}
+    peak = flops.gpu_peak_flops(environment.get("gpu_name"))
+    return {
+        "flops_per_token": per_token,
+        "gpu_peak_flops": peak,
+        "mfu": flops.mfu(per_token, metrics["tokens_per_s"], peak),
+    }
+
+
 def training_arguments(cfg: RunConfig, *, precision: str, device: str, output_dir: str) -> TrainingArguments:
     t = cfg.train
     max_steps = t.max_steps if t.max_steps > 0 else -1
@@ -316,6 +339,7 @@ def run(cfg: RunConfig) -> dict:
         samples = state.global_step * cfg.train.batch_size * cfg.train.grad_accum
         metrics["samples_per_s"] = samples / step_logger.train_seconds
         metrics["train_loss"] = train_output.training_loss
+        metrics.update(_throughput(metrics, environment, cfg, samples))
 
         # eval.enabled=false trains only (memory and speed at scale): no scoring, no checkpoint written
         if evaluate:
@@ -362,6 +386,8 @@ def run(cfg: RunConfig) -> dict:
         metrics["memory"].update(sampler.peaks())
         record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
     metrics["total_seconds"] = time.perf_counter() - started
+    # the whole job process so far (interpreter start, imports, Hydra): the sweep's overhead per job
+    metrics["process_seconds"] = time.time() - psutil.Process().create_time()
     record["run"]["finished_at"] = datetime.now(UTC).isoformat()
     if partial_steps.exists():
         results_dir.mkdir(parents=True, exist_ok=True)

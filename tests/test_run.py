@@ -50,7 +50,9 @@ def test_every_method_runs_and_records(records, method):
     m = r["metrics"]
     assert m["steps"] == 4
     assert m["train_tokens"] > 0 and m["tokens_per_s"] > 0 and m["samples_per_s"] > 0
-    assert 0 < m["train_seconds"] < m["total_seconds"]
+    assert 0 < m["train_seconds"] < m["total_seconds"] < m["process_seconds"]
+    # FLOPs counted from the architecture; no MFU on a CPU (no peak to divide by), not a made-up one
+    assert m["flops_per_token"] > (6 if method == "full" else 4) * 64 * 64 and m["mfu"] is None
     assert m["eval_loss"] > 0 and m["eval_perplexity"] > 1
     assert 0 <= m["score"]["exact_match"] <= 1 and m["score"]["n"] == 4
     assert 0 <= m["base_score"]["exact_match"] <= 1
