@@ -99,6 +99,9 @@ class TrainConfig:
     precision: str = "auto"
     seed: int = 0
     gradient_checkpointing: bool = False
+    # Padding-free batches (transformers' DataCollatorWithFlattening): a batch's examples are concatenated into
+    # one row with position ids restarting at each example, and attention stays inside each example.
+    packing: bool = False
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     lr_scheduler: str = "cosine"

@@ -165,3 +165,12 @@ class CompletionCollator:
             labels[i, :n] = torch.tensor(f["labels"])
             attention_mask[i, :n] = 1
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def collator(packing: bool, *, pad_token_id: int):
+    """Right-padded batches, or padding-free ones (no pad token computed at all; see TrainConfig.packing)."""
+    if packing:
+        from transformers import DataCollatorWithFlattening
+
+        return DataCollatorWithFlattening()
+    return CompletionCollator(pad_token_id=pad_token_id)

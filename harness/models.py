@@ -214,3 +214,14 @@ def describe_architecture(torch_model: torch.nn.Module) -> dict:
         "tie_word_embeddings",
     )
     return {k: getattr(config, k, None) for k in keys}
+
+
+def prepare_for_packing(torch_model: torch.nn.Module) -> None:
+    """Padding-free batches need the model to run without a KV cache while training.
+
+    Measured with transformers 5.23: with `config.use_cache` true (the default), a forward in train mode builds
+    a cache, and then the mask code skips its packed-sequence check, so attention silently crosses from one
+    packed example into the next (logits off by up to 0.7 on a tiny Llama). With the cache off, each example's
+    logits equal those of the example run alone (tests/test_packing.py).
+    """
+    torch_model.config.use_cache = False

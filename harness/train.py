@@ -318,19 +318,23 @@ def run(cfg: RunConfig) -> dict:
             base, method=cfg.method, gradient_checkpointing=cfg.train.gradient_checkpointing
         )
         metrics["params"] = models.parameter_counts(torch_model)
+        use_cache = getattr(torch_model.config, "use_cache", True)
+        if cfg.train.packing:
+            models.prepare_for_packing(torch_model)
 
         step_logger = StepLogger(partial_steps, sampler)
         trainer = Trainer(
             model=torch_model,
             args=training_arguments(cfg, precision=precision, device=device, output_dir=str(work_dir / "trainer")),
             train_dataset=tokenized["train"],
-            data_collator=data.CompletionCollator(pad_token_id=tokenizer.pad_token_id if tokenizer else 0),
+            data_collator=data.collator(cfg.train.packing, pad_token_id=tokenizer.pad_token_id if tokenizer else 0),
             callbacks=[step_logger],
         )
         sampler.reset()
         with sampler:
             train_output = trainer.train()
         metrics["memory"].update(sampler.peaks())
+        torch_model.config.use_cache = use_cache  # generation in the evaluation wants its KV cache back
         state = trainer.state
         metrics["train_seconds"] = step_logger.train_seconds
         metrics["steps"] = state.global_step

@@ -1,0 +1,43 @@
+"""Padding-free batches compute the same thing as padded ones: attention never crosses examples."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from harness import data
+from harness.config import MethodConfig, ModelConfig
+from harness.models import load_base_model, prepare_for_packing
+
+from .conftest import CONF
+
+
+def test_flattened_batch_gives_each_example_its_own_logits_and_the_padded_loss(tmp_path) -> None:
+    arch = yaml.safe_load((CONF / "model" / "tiny.yaml").read_text())["architecture"]
+    model_cfg = ModelConfig(name="tiny", source="gguf", init="random", path="x.gguf", architecture=arch)
+    model = load_base_model(
+        model=model_cfg, method=MethodConfig(name="full"), cache_dir=str(tmp_path), dtype=torch.float32, device="cpu"
+    )
+    prepare_for_packing(model)
+    model.train()  # as the Trainer runs it (the tiny model has no dropout)
+    g = torch.Generator().manual_seed(0)
+    examples = []
+    for length, prompt in ((11, 4), (5, 2), (8, 3)):
+        ids = torch.randint(3, arch["vocab_size"], (length,), generator=g).tolist()
+        examples.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+
+    padded = data.collator(False, pad_token_id=2)(examples)
+    flat = data.collator(True, pad_token_id=2)(examples)
+    assert flat["input_ids"].shape == (1, 24) and "attention_mask" not in flat  # no padding computed
+    with torch.no_grad():
+        alone = [model(input_ids=torch.tensor([ex["input_ids"]])).logits[0] for ex in examples]
+        out_padded = model(**padded)
+        out_flat = model(**flat)
+    start = 0
+    for i, ex in enumerate(examples):
+        n = len(ex["input_ids"])
+        torch.testing.assert_close(out_flat.logits[0, start : start + n], alone[i], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out_padded.logits[i, :n], alone[i], atol=1e-4, rtol=1e-4)
+        start += n
+    assert out_flat.loss.item() == pytest.approx(out_padded.loss.item(), rel=1e-4)
