@@ -102,6 +102,8 @@ class TrainConfig:
     # Padding-free batches (transformers' DataCollatorWithFlattening): a batch's examples are concatenated into
     # one row with position ids restarting at each example, and attention stays inside each example.
     packing: bool = False
+    # Pad every batch to this many tokens (the documents' recipe pads to 512); null pads to the batch's longest.
+    pad_to_length: int | None = None
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     lr_scheduler: str = "cosine"
@@ -154,6 +156,8 @@ class RunConfig:
     # Where a sweep's report is written.
     report_dir: str = "reports"
     # A named set of reduced settings (conf/profile/), stated in the report; "full" = the settings as composed.
+    # A named training recipe (conf/recipe/): documents, baseline or harness; "custom" = as composed.
+    recipe_name: str = "custom"
     profile_name: str = "full"
     profile_note: str = ""
 
@@ -224,6 +228,12 @@ def check(cfg: RunConfig) -> RunConfig:
     _require(t.grad_accum > 0, f"train.grad_accum={t.grad_accum}: must be > 0")
     _require(t.max_seq_len > 8, f"train.max_seq_len={t.max_seq_len}: must be > 8")
     _require(t.precision in PRECISIONS, f"train.precision={t.precision!r}: one of {PRECISIONS}")
+    if t.pad_to_length is not None:
+        _require(
+            t.pad_to_length >= t.max_seq_len,
+            f"train.pad_to_length={t.pad_to_length}: must be >= train.max_seq_len={t.max_seq_len}",
+        )
+        _require(not t.packing, "train.pad_to_length and train.packing exclude each other")
     _require(cfg.device in ("auto", "cpu", "cuda"), f"device={cfg.device!r}: auto, cpu or cuda")
     for name in ("forgetting_chunks", "latency_prompts"):
         _require(getattr(cfg.eval, name) >= 0, f"eval.{name}={getattr(cfg.eval, name)}: must be >= 0 (0 turns it off)")

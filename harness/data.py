@@ -153,9 +153,11 @@ class CompletionCollator:
     """Right-pads a batch: input_ids with the pad token, labels with -100, attention_mask 0 on padding."""
 
     pad_token_id: int
+    pad_to: int | None = None  # fixed width (the documents' recipe); None: the batch's longest example
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         width = max(len(f["input_ids"]) for f in features)
+        width = max(width, self.pad_to or 0)
         input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(features), width), dtype=torch.long)
@@ -167,10 +169,11 @@ class CompletionCollator:
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
-def collator(packing: bool, *, pad_token_id: int):
-    """Right-padded batches, or padding-free ones (no pad token computed at all; see TrainConfig.packing)."""
+def collator(packing: bool, *, pad_token_id: int, pad_to: int | None = None):
+    """Right-padded batches (to the longest example, or to `pad_to`), or padding-free ones (no pad token
+    computed at all; see TrainConfig.packing)."""
     if packing:
         from transformers import DataCollatorWithFlattening
 
         return DataCollatorWithFlattening()
-    return CompletionCollator(pad_token_id=pad_token_id)
+    return CompletionCollator(pad_token_id=pad_token_id, pad_to=pad_to)

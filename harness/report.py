@@ -473,14 +473,19 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
 
     Only records that share one set of conditions are compared (the newest record's); the rest are
     counted in a note, so runs with other steps, data or model never average into one row."""
+    from harness.bench_report import is_bench_record, write_bench_report
     from harness.scale_report import is_scale_record, write_scale_report
 
-    if records and all(is_scale_record(r) for r in records):
-        return write_scale_report(records, out_dir, title=title)
+    # the newest record says which kind of sweep this folder's report is for
+    newest = max(records, key=lambda r: r.get("run", {}).get("finished_at") or "") if records else None
+    if newest is not None and is_scale_record(newest):
+        return write_scale_report([r for r in records if is_scale_record(r)], out_dir, title=title)
+    if newest is not None and is_bench_record(newest):
+        return write_bench_report([r for r in records if is_bench_record(r)], out_dir, title=title)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     all_records = records  # scale-sweep GPU records calibrate the memory model
-    records = [r for r in records if not is_scale_record(r)]
+    records = [r for r in records if not is_scale_record(r) and not is_bench_record(r)]
     records, left_out = split_by_conditions(records)
     runs = runs_frame(records)
     variants = variants_frame(runs)

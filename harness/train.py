@@ -327,7 +327,11 @@ def run(cfg: RunConfig) -> dict:
             model=torch_model,
             args=training_arguments(cfg, precision=precision, device=device, output_dir=str(work_dir / "trainer")),
             train_dataset=tokenized["train"],
-            data_collator=data.collator(cfg.train.packing, pad_token_id=tokenizer.pad_token_id if tokenizer else 0),
+            data_collator=data.collator(
+                cfg.train.packing,
+                pad_token_id=tokenizer.pad_token_id if tokenizer else 0,
+                pad_to=cfg.train.pad_to_length,
+            ),
             callbacks=[step_logger],
         )
         sampler.reset()
