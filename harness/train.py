@@ -318,7 +318,6 @@ def run(cfg: RunConfig) -> dict:
             base, method=cfg.method, gradient_checkpointing=cfg.train.gradient_checkpointing
         )
         metrics["params"] = models.parameter_counts(torch_model)
-        use_cache = getattr(torch_model.config, "use_cache", True)
         if cfg.train.packing:
             models.prepare_for_packing(torch_model)
 
@@ -338,7 +337,6 @@ def run(cfg: RunConfig) -> dict:
         with sampler:
             train_output = trainer.train()
         metrics["memory"].update(sampler.peaks())
-        torch_model.config.use_cache = use_cache  # generation in the evaluation wants its KV cache back
         state = trainer.state
         metrics["train_seconds"] = step_logger.train_seconds
         metrics["steps"] = state.global_step

@@ -33,6 +33,7 @@ CONF_GROUPS = {
     "dataset": ["extraction"],
     "train": ["default", "smoke"],
     "profile": ["cpu_quick"],
+    "recipe": ["documents", "baseline", "harness"],
 }
 
 
@@ -95,6 +96,8 @@ def test_full_ft_learning_rate_is_lower_than_lora(make_config):
         (["method.r=abc"], "method.r"),
         (["+method.rank=8"], "rank"),
         (["dataset=synthetic"], "set eval.enabled=false"),
+        (["train.pad_to_length=100", "train.max_seq_len=256"], "pad_to_length=100"),
+        (["train.pad_to_length=512", "train.packing=true"], "exclude each other"),
         (["dataset=synthetic", "eval.enabled=false", "model.architecture.vocab_size=0"], "vocab_size"),
     ],
 )

@@ -41,3 +41,14 @@ def test_flattened_batch_gives_each_example_its_own_logits_and_the_padded_loss(t
         torch.testing.assert_close(out_padded.logits[i, :n], alone[i], atol=1e-4, rtol=1e-4)
         start += n
     assert out_flat.loss.item() == pytest.approx(out_padded.loss.item(), rel=1e-4)
+
+
+def test_generation_keeps_its_kv_cache_when_packing_turned_it_off(tmp_path) -> None:
+    arch = yaml.safe_load((CONF / "model" / "tiny.yaml").read_text())["architecture"]
+    model_cfg = ModelConfig(name="tiny", source="gguf", init="random", path="x.gguf", architecture=arch)
+    model = load_base_model(
+        model=model_cfg, method=MethodConfig(name="full"), cache_dir=str(tmp_path), dtype=torch.float32, device="cpu"
+    ).eval()
+    prepare_for_packing(model)
+    out = model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
+    assert out.past_key_values is not None  # so the evaluation's generation speed does not change with packing

@@ -159,3 +159,36 @@ def test_speed_order_and_rank_linearity_follow_the_measurements():
 def test_loss_spikes_are_counted_against_the_running_median():
     assert claims._spikes([1.0, 0.9, 0.8, 0.8, 0.7, 2.0, 0.7, 0.6], ratio=1.5, window=5) == 1
     assert claims._spikes([1.0, 0.9, 0.8, 0.8, 0.7, 0.75, 0.7, 0.6], ratio=1.5, window=5) == 0
+
+
+def test_bench_report_compares_recipes_per_method(tmp_path):
+    from harness.bench_report import bench_frame, write_bench_report
+
+    def record(label: str, recipe: str, tokens_per_s: float, finished: str) -> dict:
+        return {
+            "run": {"method_label": label, "finished_at": finished, "precision": "bf16"},
+            "config": {
+                "recipe_name": recipe,
+                "train": {"batch_size": 4, "grad_accum": 4, "packing": recipe == "harness",
+                          "pad_to_length": 512 if recipe == "documents" else None},
+            },
+            "metrics": {"steps": 2, "tokens_per_s": tokens_per_s, "mfu": None, "memory": {"peak_rss_mib": 100.0},
+                        "score": {"exact_match": 0.5, "field_accuracy": 0.9}},
+            "environment": {"cpu": "test cpu", "gpu_name": None},
+            "status": "ok",
+        }  # fmt: skip
+
+    records = [
+        record("lora-r16", "documents", 999.0, "2026-01-01"),  # superseded by the newer documents run
+        record("lora-r16", "documents", 100.0, "2026-01-02"),
+        record("lora-r16", "baseline", 250.0, "2026-01-02"),
+        record("lora-r16", "harness", 500.0, "2026-01-02"),
+    ]
+    frame = bench_frame(records)
+    assert list(frame["recipe"]) == ["documents", "baseline", "harness"]
+    assert list(frame["x documents"]) == [1.0, 2.5, 5.0]
+    assert list(frame["x baseline"]) == [0.4, 1.0, 2.0]
+    assert list(frame["padding"]) == ["to 512", "to longest", "packed"]
+    assert list(frame["examples"]) == [32, 32, 32]
+    md, _ = write_bench_report(records, tmp_path, title="bench")
+    assert "| lora-r16 | harness" in md.read_text().replace("  ", " ")
