@@ -215,7 +215,7 @@ def time_table(runs: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
             "job process s": rows["process_s"].round(1),
             "training s": rows["train_s"].round(1),
             "evaluation s": rows["eval_s"].round(1),
-            "start, imports, loading, saving s": (
+            "other s (start, imports, loading, base checks, saving)": (
                 rows["process_s"] - rows["train_s"].fillna(0) - rows["eval_s"].fillna(0)
             ).round(1),
             "training share %": (100 * rows["train_s"] / rows["process_s"]).round(1),
