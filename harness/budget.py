@@ -76,18 +76,6 @@ def settings(base: Setting) -> dict[str, Setting]:
 # ---------------------------------------------------------------------------------------------- records
 
 
-def _records(results_dir: Path) -> list[dict]:
-    from harness.results import read_record
-
-    out = []
-    for path in sorted(results_dir.rglob("*.json")) if results_dir.is_dir() else []:
-        try:
-            out.append(read_record(path))
-        except (ValueError, KeyError, OSError):
-            continue
-    return out
-
-
 def setting_of_record(record: dict) -> Setting:
     cfg = record["config"]
     m, t = cfg["method"], cfg["train"]
@@ -141,10 +129,7 @@ def measured_peak(records: list[dict], model_name: str, setting: Setting) -> tup
     for r in gpu_records(records):
         if r["config"]["model"]["name"] != model_name:
             continue
-        s = setting_of_record(r)
-        if dataclasses.replace(s, target_modules=setting.target_modules) == setting and tuple(
-            s.target_modules
-        ) == tuple(setting.target_modules):
+        if setting_of_record(r) == setting:
             mem = r["metrics"]["memory"]
             peak = mem.get("peak_nvml_process_mib") or mem["peak_torch_reserved_mib"]
             return peak * MIB, r["status"]
@@ -193,7 +178,9 @@ def answer(
 ) -> tuple[pd.DataFrame, list[str]]:
     """The per-method table and the lines of the answer (recommendation, or what would make it fit)."""
     name, arch = architecture_of(model)
-    records = _records(results_dir)
+    from harness.results import load_records
+
+    records = load_records(results_dir, recursive=True) if results_dir.is_dir() else []
     calibration = calibrate(records)
     usable = gpu_bytes * (1 - margin)
     gaps, gap_note = quality_costs(records, name)

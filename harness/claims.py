@@ -11,10 +11,14 @@ import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import yaml
+
+if TYPE_CHECKING:
+    from harness import memory_model as mm
 
 CLAIMS_FILE = Path(__file__).resolve().parent / "claims.yaml"
 
@@ -339,13 +343,18 @@ CHECKS: dict[str, Callable[[pd.DataFrame, pd.DataFrame, dict], dict]] = {
 }
 
 
-def check_claims(runs: pd.DataFrame, variants: pd.DataFrame, records: list[dict] | None = None) -> pd.DataFrame:
+def check_claims(
+    runs: pd.DataFrame,
+    variants: pd.DataFrame,
+    records: list[dict] | None = None,
+    calibration: mm.Calibration | None = None,
+) -> pd.DataFrame:
     """One row per claim: id, claim, source, measured, verdict, why. `records` (GPU ones) calibrate the memory
-    model and stand as measurements for the claims at scale."""
+    model (unless `calibration` is given) and stand as measurements for the claims at scale."""
     from harness import budget
 
     records = records or []
-    extra = {"_records": records, "_calibration": budget.calibrate(records)}
+    extra = {"_records": records, "_calibration": calibration or budget.calibrate(records)}
     rows = []
     for claim in load_claims()["claims"]:
         result = CHECKS[claim["check"]](runs, variants, {**claim.get("params", {}), **extra})

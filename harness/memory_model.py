@@ -82,11 +82,7 @@ class Shapes:
 
     total_params: int
     linear: dict[str, tuple[int, int]]  # decoder-layer linear layers: full name -> (in_features, out_features)
-    other_params: int  # embeddings, norms, untied lm_head: not quantised, not LoRA-targeted
     num_layers: int
-    hidden_size: int
-    vocab_size: int
-    architecture: dict[str, Any]
 
 
 def _config(architecture: dict[str, Any]):
@@ -111,16 +107,11 @@ def shapes(architecture: dict[str, Any]) -> Shapes:
         if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head"):
             linear[name] = (module.in_features, module.out_features)
     total = sum(p.numel() for p in model.parameters())
-    linear_params = sum(i * o for i, o in linear.values())
     cfg = model.config
     return Shapes(
         total_params=total,
         linear=linear,
-        other_params=total - linear_params,  # biases of linear layers stay unquantised: counted here
         num_layers=cfg.num_hidden_layers,
-        hidden_size=cfg.hidden_size,
-        vocab_size=cfg.vocab_size,
-        architecture=dict(architecture),
     )
 
 

@@ -21,7 +21,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness import budget  # noqa: E402
 from harness.claims import check_claims, load_claims  # noqa: E402
+from harness.memory_model import Calibration, Setting  # noqa: E402
 from harness.results import load_records  # noqa: E402
 
 PLOTS = ("memory", "speed", "pareto", "ranks", "nf4_fp4", "loss_curves")
@@ -395,11 +397,8 @@ def _answer(variants: pd.DataFrame) -> str:
 FITS_ON_MODELS = ("llama-3.2-1b", "llama-3.2-3b", "llama-2-7b", "llama-3-8b", "llama-2-13b", "llama-33b", "llama-2-70b")
 
 
-def fits_on_section(records: list[dict], runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def fits_on_section(records: list[dict], calibration: Calibration) -> tuple[pd.DataFrame, str]:
     """Method x model size against common GPUs, at this sweep's batch and sequence length (memory model)."""
-    from harness import budget
-    from harness.memory_model import Setting
-
     cfg = records[0]["config"]["train"] if records else {}
     base = Setting(
         method="full",
@@ -408,7 +407,6 @@ def fits_on_section(records: list[dict], runs: pd.DataFrame) -> tuple[pd.DataFra
         gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)),
         optim=str(cfg.get("optim", "adamw_torch")),
     )
-    calibration = budget.calibrate(records)
     table = budget.fits_on_table(list(FITS_ON_MODELS), base, calibration)
     note = (
         f"Predicted peak at this sweep's batch {base.batch} x {base.seq_len} tokens, checkpointing "
@@ -489,7 +487,8 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
     records, left_out = split_by_conditions(records)
     runs = runs_frame(records)
     variants = variants_frame(runs)
-    claims = check_claims(runs[runs["status"] == "ok"], variants, all_records)
+    calibration = budget.calibrate(all_records)  # scale-sweep GPU records, if the folder has any
+    claims = check_claims(runs[runs["status"] == "ok"], variants, all_records, calibration)
     plots = make_plots(runs, variants, out_dir)
     cond = conditions(records)
     profile_notes = sorted({r["config"].get("profile_note") or "" for r in records} - {""})
@@ -505,7 +504,7 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
         ("Where the time went", *time_table(runs)),
         ("Trade-off matrix: measured, next to the documents", matrix_table(variants), None),
         ("Claims check", claims[["id", "claim", "source", "measured", "verdict", "why"]], None),
-        ("Which GPU fits which method", *fits_on_section(all_records, runs)),
+        ("Which GPU fits which method", *fits_on_section(all_records, calibration)),
     ]
 
     md = [f"# {title}", "", "Generated from run records by `python -m harness report`; do not edit.", ""]

@@ -112,9 +112,11 @@ def read_record(path: str | Path) -> dict:
     return record
 
 
-def load_records(results_dir: str | Path) -> list[dict]:
-    """Every finished record under results_dir (temporary and step-log files are skipped)."""
-    return [read_record(path) for path in sorted(Path(results_dir).glob("*.json"))]
+def load_records(results_dir: str | Path, *, recursive: bool = False) -> list[dict]:
+    """Every finished record under results_dir (temporary and step-log files are skipped); `recursive` also
+    reads its sub-folders (results/<model>/<dataset>/...)."""
+    pattern = "**/*.json" if recursive else "*.json"
+    return [read_record(path) for path in sorted(Path(results_dir).glob(pattern))]
 
 
 TABLE_COLUMNS = {
