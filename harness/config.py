@@ -8,6 +8,7 @@ quantisation of the frozen base.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,9 @@ METHODS = ("full", "lora", "qlora")
 QUANT_TYPES = ("nf4", "fp4")
 DTYPES = ("bfloat16", "float16", "float32")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+SAMPLINGS = ("random", "group_by_length")
+# flash_attention_2 needs the flash-attn package; flex_attention needs torch >= 2.5.
+ATTENTIONS = ("sdpa", "eager", "flash_attention_2", "flex_attention")
 
 
 class ConfigError(ValueError):
@@ -109,7 +113,14 @@ class TrainConfig:
     lr_scheduler: str = "cosine"
     max_grad_norm: float = 1.0
     logging_steps: int = 5
+    # Any optimizer name HF Trainer takes: adamw_torch, adamw_torch_fused, adamw_bnb_8bit, paged_adamw_8bit, ...
     optim: str = "adamw_torch"
+    # The knobs of the speed benchmark (sweeps/speedups.yaml measures each one alone):
+    # random, or group_by_length (batches of similar lengths, less padding; HF's LengthGroupedSampler).
+    sampling: str = "random"
+    dataloader_workers: int = 0
+    torch_compile: bool = False
+    attn_implementation: str = "sdpa"
 
 
 @dataclass
@@ -130,6 +141,9 @@ class EvalConfig:
 
 @dataclass
 class MemoryConfig:
+    # The background sampler (RSS, and NVML on a GPU) during training; false leaves torch's own peak counters
+    # and the readings at each logged step (the way to measure the sampler's own overhead).
+    sampler: bool = True
     sample_interval_s: float = 0.05
     # GPU memory held by other processes at start above which the run warns (or, when strict, refuses).
     foreign_gpu_mib_limit: float = 512.0
@@ -234,6 +248,18 @@ def check(cfg: RunConfig) -> RunConfig:
             f"train.pad_to_length={t.pad_to_length}: must be >= train.max_seq_len={t.max_seq_len}",
         )
         _require(not t.packing, "train.pad_to_length and train.packing exclude each other")
+    _require(t.sampling in SAMPLINGS, f"train.sampling={t.sampling!r}: one of {', '.join(SAMPLINGS)}")
+    _require(t.dataloader_workers >= 0, f"train.dataloader_workers={t.dataloader_workers}: must be >= 0")
+    _require(
+        t.attn_implementation in ATTENTIONS,
+        f"train.attn_implementation={t.attn_implementation!r}: one of {', '.join(ATTENTIONS)}",
+    )
+    if t.attn_implementation == "flash_attention_2":
+        _require(
+            importlib.util.find_spec("flash_attn") is not None,
+            "train.attn_implementation=flash_attention_2 needs the flash-attn package (pip install flash-attn)",
+        )
+    _require(cfg.memory.sample_interval_s > 0, f"memory.sample_interval_s={cfg.memory.sample_interval_s}: must be > 0")
     _require(cfg.device in ("auto", "cpu", "cuda"), f"device={cfg.device!r}: auto, cpu or cuda")
     for name in ("forgetting_chunks", "latency_prompts"):
         _require(getattr(cfg.eval, name) >= 0, f"eval.{name}={getattr(cfg.eval, name)}: must be >= 0 (0 turns it off)")

@@ -113,7 +113,14 @@ def quantization_config(method: MethodConfig):
 
 
 def load_base_model(
-    *, model: ModelConfig, method: MethodConfig, cache_dir: str, dtype: torch.dtype, device: str, seed: int = 0
+    *,
+    model: ModelConfig,
+    method: MethodConfig,
+    cache_dir: str,
+    dtype: torch.dtype,
+    device: str,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
 ) -> torch.nn.Module:
     """The frozen-or-not base model, 4-bit where the method says so, on `device`.
 
@@ -126,15 +133,19 @@ def load_base_model(
         if quant is None:
             # built where it will train: random init of a 7B-13B model is minutes on a CPU, seconds on a GPU
             with torch.device(device):
-                return AutoModelForCausalLM.from_config(config, dtype=dtype)
+                return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
         # Random weights through the same quantising loader: save once, reload with the quant config.
         with tempfile.TemporaryDirectory() as tmp:
             AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(tmp)
             return AutoModelForCausalLM.from_pretrained(
-                tmp, dtype=dtype, quantization_config=quant, device_map={"": device}
+                tmp,
+                dtype=dtype,
+                quantization_config=quant,
+                device_map={"": device},
+                attn_implementation=attn_implementation,
             )
     source = pretrained_source(model, cache_dir)
-    kwargs = {"dtype": dtype}
+    kwargs = {"dtype": dtype, "attn_implementation": attn_implementation}
     if quant is not None:
         kwargs.update(quantization_config=quant, device_map={"": device})
     torch_model = AutoModelForCausalLM.from_pretrained(source, **kwargs)

@@ -60,11 +60,17 @@ class GpuMemoryProbe:
 
 
 class MemorySampler:
-    """Samples memory in a background thread and keeps the peaks; reset() starts a new window."""
+    """Samples memory in a background thread and keeps the peaks; reset() starts a new window.
 
-    def __init__(self, *, device: str, interval_s: float) -> None:
+    With background=False no thread runs: the peaks are those of the explicit sample() calls (window start and
+    end, and every logged step) plus torch's own counters, which cost nothing. That is how the thread's overhead
+    is measured (the same run with it on and off).
+    """
+
+    def __init__(self, *, device: str, interval_s: float, background: bool = True) -> None:
         self.device = device
         self.interval_s = interval_s
+        self.background = background
         self.pid = os.getpid()
         self.process = psutil.Process(self.pid)
         self.gpu: GpuMemoryProbe | None = None
@@ -106,6 +112,8 @@ class MemorySampler:
 
     def __enter__(self) -> MemorySampler:
         self._stop.clear()
+        if not self.background:
+            return self
         self._thread = threading.Thread(target=self._loop, name="memory-sampler", daemon=True)
         self._thread.start()
         return self
@@ -120,6 +128,7 @@ class MemorySampler:
         """Peaks since the last reset, in MiB; GPU fields are None on CPU."""
         cuda = self.device.startswith("cuda")
         return {
+            "sampler": "background" if self.background else "per-step only",
             "peak_rss_mib": self.peak_rss_mib,
             "peak_nvml_process_mib": self.peak_nvml_process_mib if self.gpu else None,
             "peak_nvml_device_mib": self.peak_nvml_device_mib if self.gpu else None,
@@ -139,6 +148,10 @@ class StepLogger(TrainerCallback):
         self._last_tokens = 0
         self.train_seconds = 0.0
         self._train_start = 0.0
+        # (time, tokens) at the first logged step: what follows is the steady state, without the first step's
+        # one-off costs (CUDA/cuBLAS initialisation, allocator growth, torch.compile's compilation)
+        self._first_log: tuple[float, int] | None = None
+        self.steady_tokens_per_s: float | None = None
 
     def _sync(self) -> None:
         if self.sampler.device.startswith("cuda"):
@@ -173,10 +186,16 @@ class StepLogger(TrainerCallback):
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         self._last_time, self._last_tokens = now, tokens
+        if self._first_log is None:
+            self._first_log = (now, tokens)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._sync()
-        self.train_seconds = time.perf_counter() - self._train_start
+        end = time.perf_counter()
+        self.train_seconds = end - self._train_start
+        if self._first_log is not None and state.num_input_tokens_seen > self._first_log[1]:
+            first_time, first_tokens = self._first_log
+            self.steady_tokens_per_s = (state.num_input_tokens_seen - first_tokens) / (end - first_time)
         if self._file is not None:
             self._file.close()
             self._file = None

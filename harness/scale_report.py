@@ -55,7 +55,11 @@ def scale_frame(records: list[dict]) -> pd.DataFrame:
             "torch allocated MiB": mem.get("peak_torch_allocated_mib"),
             "measured MiB": measured,
             "measured as": source,
+            "compile": "on" if cfg["train"].get("torch_compile") else "off",
             "tokens/s": m.get("tokens_per_s"),
+            "tokens/s after step 1": m.get("tokens_per_s_after_first_step"),
+            "MFU %": m["mfu"] * 100 if m.get("mfu") is not None else None,
+            "MFU % after step 1": m["mfu_after_first_step"] * 100 if m.get("mfu_after_first_step") else None,
         }
         try:
             prediction = mm.predict(cfg["model"]["architecture"], setting, budget.calibrate(others))

@@ -202,13 +202,24 @@ def _throughput(metrics: dict, environment: dict, cfg: RunConfig, samples: int) 
         )
     except (ValueError, KeyError, TypeError) as e:  # an architecture transformers cannot rebuild from its fields
         log.warning("no FLOPs count for this architecture (%s): MFU not recorded", e)
-        return {"flops_per_token": None, "gpu_peak_flops": None, "mfu": None}
+        return {"flops_per_token": None, "gpu_peak_flops": None, "mfu": None, "mfu_after_first_step": None}
     peak = flops.gpu_peak_flops(environment.get("gpu_name"))
+    steady = metrics.get("tokens_per_s_after_first_step")
     return {
         "flops_per_token": per_token,
         "gpu_peak_flops": peak,
         "mfu": flops.mfu(per_token, metrics["tokens_per_s"], peak),
+        # the steady state, as a plain training loop's MFU is usually quoted (first step left out)
+        "mfu_after_first_step": flops.mfu(per_token, steady, peak) if steady else None,
     }
+
+
+def _sampling_arguments(sampling: str) -> dict:
+    """transformers' train_sampling_strategy (2026), or the older group_by_length flag where it is missing:
+    pyproject allows transformers >= 5.17, which the GPU machine has."""
+    if "train_sampling_strategy" in {f.name for f in dataclasses.fields(TrainingArguments)}:
+        return {"train_sampling_strategy": sampling}
+    return {"group_by_length": sampling == "group_by_length"}
 
 
 def training_arguments(cfg: RunConfig, *, precision: str, device: str, output_dir: str) -> TrainingArguments:
@@ -226,6 +237,9 @@ def training_arguments(cfg: RunConfig, *, precision: str, device: str, output_di
         lr_scheduler_type=t.lr_scheduler,
         max_grad_norm=t.max_grad_norm,
         optim=t.optim,
+        **_sampling_arguments(t.sampling),
+        dataloader_num_workers=t.dataloader_workers,
+        torch_compile=t.torch_compile,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         logging_steps=t.logging_steps,
@@ -257,7 +271,7 @@ def run(cfg: RunConfig) -> dict:
     results_dir = Path(cfg.results_dir)
     record_path = results_dir / f"{stem}.json"
     steps_path = results_dir / f"{stem}.steps.jsonl"
-    sampler = MemorySampler(device=device, interval_s=cfg.memory.sample_interval_s)
+    sampler = MemorySampler(device=device, interval_s=cfg.memory.sample_interval_s, background=cfg.memory.sampler)
     foreign_mib = check_foreign_gpu_memory(cfg, sampler)
     environment = env.collect(device)
 
@@ -291,9 +305,12 @@ def run(cfg: RunConfig) -> dict:
                 dtype=dtype,
                 device=device,
                 seed=cfg.train.seed,
+                attn_implementation=cfg.train.attn_implementation,
             )
 
         base = load_base()
+        # what transformers actually picked (it may fall back from the one asked for)
+        record["run"]["attn_implementation"] = getattr(base.config, "_attn_implementation", None)
         models.check_target_modules(base, cfg.method)
         metrics["architecture"] = models.describe_architecture(base)
         base_eval_start = time.perf_counter()
@@ -342,6 +359,7 @@ def run(cfg: RunConfig) -> dict:
         metrics["steps"] = state.global_step
         metrics["train_tokens"] = state.num_input_tokens_seen
         metrics["tokens_per_s"] = state.num_input_tokens_seen / step_logger.train_seconds
+        metrics["tokens_per_s_after_first_step"] = step_logger.steady_tokens_per_s
         samples = state.global_step * cfg.train.batch_size * cfg.train.grad_accum
         metrics["samples_per_s"] = samples / step_logger.train_seconds
         metrics["train_loss"] = train_output.training_loss

@@ -33,7 +33,18 @@ CONF_GROUPS = {
     "dataset": ["extraction"],
     "train": ["default", "smoke"],
     "profile": ["cpu_quick"],
-    "recipe": ["documents", "baseline", "harness"],
+    "recipe": [
+        "documents",
+        "baseline",
+        "harness",
+        "baseline_grouped",
+        "baseline_packed",
+        "baseline_fused_adamw",
+        "baseline_workers",
+        "baseline_compile",
+        "baseline_batch16",
+        "baseline_nosampler",
+    ],
 }
 
 
@@ -99,6 +110,10 @@ def test_full_ft_learning_rate_is_lower_than_lora(make_config):
         (["train.pad_to_length=100", "train.max_seq_len=256"], "pad_to_length=100"),
         (["train.pad_to_length=512", "train.packing=true"], "exclude each other"),
         (["dataset=synthetic", "eval.enabled=false", "model.architecture.vocab_size=0"], "vocab_size"),
+        (["train.sampling=by_length"], "train.sampling='by_length'"),
+        (["train.dataloader_workers=-1"], "dataloader_workers=-1"),
+        (["train.attn_implementation=flash3"], "attn_implementation='flash3'"),
+        (["memory.sample_interval_s=0"], "sample_interval_s=0"),
     ],
 )
 def test_bad_values_fail_before_anything_loads(make_config, overrides, message):
@@ -127,3 +142,40 @@ def test_qlora_without_bitsandbytes_is_a_clear_error(make_config, monkeypatch):
     cfg = make_config("method=qlora")
     with pytest.raises(ConfigError, match="bitsandbytes"):
         models.quantization_config(cfg.method)
+
+
+def test_flash_attention_without_its_package_is_a_clear_error(make_config, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real(name, *a))
+    with pytest.raises(ConfigError, match="needs the flash-attn package"):
+        make_config("train.attn_implementation=flash_attention_2")
+
+
+@pytest.mark.parametrize(
+    "recipe, changed",
+    [
+        ("baseline_grouped", {"train.sampling": "group_by_length"}),
+        ("baseline_packed", {"train.packing": True}),
+        ("baseline_fused_adamw", {"train.optim": "adamw_torch_fused"}),
+        ("baseline_workers", {"train.dataloader_workers": 2}),
+        ("baseline_compile", {"train.torch_compile": True}),
+        ("baseline_batch16", {"train.batch_size": 16, "train.grad_accum": 1}),
+        ("baseline_nosampler", {"memory.sampler": False}),
+    ],
+)
+def test_each_speedup_recipe_is_the_baseline_with_one_change(make_config, recipe, changed):
+    """The ablation is only honest if each recipe differs from the baseline in exactly the field it names."""
+    import dataclasses
+
+    def flat(cfg) -> dict:
+        out = {}
+        for section in ("train", "memory", "eval", "dataset", "method", "model"):
+            for k, v in dataclasses.asdict(getattr(cfg, section)).items():
+                out[f"{section}.{k}"] = v
+        return out
+
+    base, changed_cfg = flat(make_config("recipe=baseline")), flat(make_config(f"recipe={recipe}"))
+    assert {k: v for k, v in changed_cfg.items() if base[k] != v} == changed
+    assert make_config(f"recipe={recipe}").train.batch_size * make_config(f"recipe={recipe}").train.grad_accum == 16

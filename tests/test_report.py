@@ -192,3 +192,15 @@ def test_bench_report_compares_recipes_per_method(tmp_path):
     assert list(frame["examples"]) == [32, 32, 32]
     md, _ = write_bench_report(records, tmp_path, title="bench")
     assert "| lora-r16 | harness" in md.read_text().replace("  ", " ")
+
+    # the ablation (sweeps/speedups.yaml): each change alone, ordered as in the ladder, ratios to the baseline
+    ablation = [
+        record("lora-r16", "baseline-sampler", 245.0, "2026-01-03"),
+        record("lora-r16", "baseline+packed", 300.0, "2026-01-03"),
+        record("lora-r16", "baseline", 250.0, "2026-01-03"),
+        record("lora-r16", "baseline+grouped", 400.0, "2026-01-03"),
+    ]
+    frame = bench_frame(ablation)
+    assert list(frame["recipe"]) == ["baseline", "baseline+grouped", "baseline+packed", "baseline-sampler"]
+    assert list(frame["x baseline"]) == [1.0, 1.6, 1.2, 0.98]
+    assert "x documents" not in frame.columns  # no documents run in this folder: no column of blanks

@@ -53,6 +53,12 @@ def test_every_method_runs_and_records(records, method):
     assert 0 < m["train_seconds"] < m["total_seconds"] < m["process_seconds"]
     # FLOPs counted from the architecture; no MFU on a CPU (no peak to divide by), not a made-up one
     assert m["flops_per_token"] > (6 if method == "full" else 4) * 64 * 64 and m["mfu"] is None
+    # the steady state leaves out step 1: its tokens over its own (shorter) time
+    first = json.loads((Path(r["run"]["record_path"]).parent / r["run"]["steps_log"]).open().readline())
+    steady_tokens = m["train_tokens"] - first["tokens_per_s"] * first["elapsed_s"]
+    assert m["tokens_per_s_after_first_step"] > 0 and m["mfu_after_first_step"] is None
+    assert steady_tokens / m["tokens_per_s_after_first_step"] < m["train_seconds"]
+    assert m["memory"]["sampler"] == "background"
     assert m["eval_loss"] > 0 and m["eval_perplexity"] > 1
     assert 0 <= m["score"]["exact_match"] <= 1 and m["score"]["n"] == 4
     assert 0 <= m["base_score"]["exact_match"] <= 1
@@ -136,3 +142,32 @@ def test_qlora_training_is_unchanged_by_scoring_the_base_first(make_config):
         return [(s["loss"], s["grad_norm"]) for s in map(json.loads, path.open())]
 
     assert first_steps(True) == first_steps(False)
+
+
+def test_speed_knobs_reach_the_trainer_and_the_model(make_config, monkeypatch):
+    """Length-grouped batches, a dataloader worker, eager attention and no background sampler: the run trains,
+    records what it used, and no sampler thread runs."""
+    from harness import monitor, train
+    from harness.train import training_arguments
+
+    started = []
+    monkeypatch.setattr(monitor.MemorySampler, "_loop", lambda self: started.append(True))
+    cfg = make_config(
+        "method=lora",
+        "train.sampling=group_by_length",
+        "train.dataloader_workers=1",
+        "train.attn_implementation=eager",
+        "memory.sampler=false",
+        "eval.base_model=false",
+        "eval.forgetting_chunks=0",
+        "eval.latency_prompts=0",
+    )
+    args = training_arguments(cfg, precision="fp32", device="cpu", output_dir="unused")
+    assert (args.train_sampling_strategy, args.dataloader_num_workers) == ("group_by_length", 1)
+    assert train.training_arguments(make_config("train.torch_compile=true"), precision="fp32", device="cpu",
+                                    output_dir="unused").torch_compile  # fmt: skip
+    record = run(cfg)
+    assert record["status"] == "ok", record["error"]
+    assert record["run"]["attn_implementation"] == "eager"
+    assert record["metrics"]["memory"]["sampler"] == "per-step only" and not started
+    assert record["metrics"]["memory"]["peak_rss_mib"] > 0

@@ -25,12 +25,13 @@ SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_every_job_of_every_sweep_composes_and_checks(sweep):
-    params = yaml.safe_load((ROOT / "sweeps" / f"{sweep}.yaml").read_text())["hydra"]["sweeper"]["params"]
+    sweep_file = yaml.safe_load((ROOT / "sweeps" / f"{sweep}.yaml").read_text())
+    params = sweep_file["hydra"]["sweeper"]["params"]
     axes = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
     labels, keys = [], set()
     for job in itertools.product(*axes):
         cfg = compose_config([f"+sweeps={sweep}", *job])
-        assert cfg.sweep_name == sweep
+        assert cfg.sweep_name == sweep_file["sweep_name"] == sweep
         run_cfg = load_run_config(cfg)
         keys.add(run_key(run_cfg))
         if run_cfg.method.label not in labels:
