@@ -73,6 +73,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 "total_s": m.get("total_seconds"),
                 "process_s": m.get("process_seconds"),
                 "eval_s": m.get("eval_seconds"),
+                "base_eval_s": m.get("base_eval_seconds"),
                 "mfu": m.get("mfu"),
                 "eval_loss": m.get("eval_loss"),
                 "score": score.get("exact_match"),
@@ -211,15 +212,18 @@ def time_table(runs: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
     rows = runs[runs["process_s"].notna()] if "process_s" in runs else runs.iloc[0:0]
     if rows.empty:
         return None, "The records carry no process time (written before it was recorded)."
+    train, evaluation = rows["train_s"].fillna(0), rows["eval_s"].fillna(0)
+    base = rows["base_eval_s"].fillna(0) if "base_eval_s" in rows else 0.0
     table = pd.DataFrame(
         {
             "method": rows["label"],
             "job process s": rows["process_s"].round(1),
+            # before run() starts: interpreter, imports (torch, transformers, peft, bitsandbytes), Hydra
+            "start and imports s": (rows["process_s"] - rows["total_s"]).round(1),
+            "base model checks s": base.round(1) if not isinstance(base, float) else base,
             "training s": rows["train_s"].round(1),
             "evaluation s": rows["eval_s"].round(1),
-            "other s (start, imports, loading, base checks, saving)": (
-                rows["process_s"] - rows["train_s"].fillna(0) - rows["eval_s"].fillna(0)
-            ).round(1),
+            "data, loading, saving s": (rows["total_s"] - train - evaluation - base).round(1),
             "training share %": (100 * rows["train_s"] / rows["process_s"]).round(1),
         }
     )
