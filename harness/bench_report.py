@@ -20,6 +20,7 @@ RECIPES = (
     "baseline",
     "baseline+grouped",
     "baseline+packed",
+    "baseline+packed_flex",
     "baseline+fused_adamw",
     "baseline+workers",
     "baseline+compile",

@@ -39,6 +39,7 @@ CONF_GROUPS = {
         "harness",
         "baseline_grouped",
         "baseline_packed",
+        "baseline_packed_flex",
         "baseline_fused_adamw",
         "baseline_workers",
         "baseline_compile",
@@ -158,6 +159,7 @@ def test_flash_attention_without_its_package_is_a_clear_error(make_config, monke
     [
         ("baseline_grouped", {"train.sampling": "group_by_length"}),
         ("baseline_packed", {"train.packing": True}),
+        ("baseline_packed_flex", {"train.packing": True, "train.attn_implementation": "flex_attention"}),
         ("baseline_fused_adamw", {"train.optim": "adamw_torch_fused"}),
         ("baseline_workers", {"train.dataloader_workers": 2}),
         ("baseline_compile", {"train.torch_compile": True}),

@@ -13,12 +13,20 @@ from harness.models import load_base_model, prepare_for_packing
 from .conftest import CONF
 
 
-def test_flattened_batch_gives_each_example_its_own_logits_and_the_padded_loss(tmp_path) -> None:
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager", "flex_attention"])
+def test_flattened_batch_gives_each_example_its_own_logits_and_the_padded_loss(tmp_path, attn_implementation) -> None:
+    """For every attention the harness offers (train.attn_implementation); flash_attention_2 needs a GPU."""
     arch = yaml.safe_load((CONF / "model" / "tiny.yaml").read_text())["architecture"]
     model_cfg = ModelConfig(name="tiny", source="gguf", init="random", path="x.gguf", architecture=arch)
     model = load_base_model(
-        model=model_cfg, method=MethodConfig(name="full"), cache_dir=str(tmp_path), dtype=torch.float32, device="cpu"
+        model=model_cfg,
+        method=MethodConfig(name="full"),
+        cache_dir=str(tmp_path),
+        dtype=torch.float32,
+        device="cpu",
+        attn_implementation=attn_implementation,
     )
+    assert model.config._attn_implementation == attn_implementation
     prepare_for_packing(model)
     model.train()  # as the Trainer runs it (the tiny model has no dropout)
     g = torch.Generator().manual_seed(0)
