@@ -212,15 +212,14 @@ def time_table(runs: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
     rows = runs[runs["process_s"].notna()] if "process_s" in runs else runs.iloc[0:0]
     if rows.empty:
         return None, "The records carry no process time (written before it was recorded)."
-    train, evaluation = rows["train_s"].fillna(0), rows["eval_s"].fillna(0)
-    base = rows["base_eval_s"].fillna(0) if "base_eval_s" in rows else 0.0
+    train, evaluation, base = (rows[c].fillna(0) for c in ("train_s", "eval_s", "base_eval_s"))
     table = pd.DataFrame(
         {
             "method": rows["label"],
             "job process s": rows["process_s"].round(1),
             # before run() starts: interpreter, imports (torch, transformers, peft, bitsandbytes), Hydra
             "start and imports s": (rows["process_s"] - rows["total_s"]).round(1),
-            "base model checks s": base.round(1) if not isinstance(base, float) else base,
+            "base model checks s": base.round(1),
             "training s": rows["train_s"].round(1),
             "evaluation s": rows["eval_s"].round(1),
             "data, loading, saving s": (rows["total_s"] - train - evaluation - base).round(1),

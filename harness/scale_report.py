@@ -59,7 +59,9 @@ def scale_frame(records: list[dict]) -> pd.DataFrame:
             "tokens/s": m.get("tokens_per_s"),
             "tokens/s after step 1": m.get("tokens_per_s_after_first_step"),
             "MFU %": m["mfu"] * 100 if m.get("mfu") is not None else None,
-            "MFU % after step 1": m["mfu_after_first_step"] * 100 if m.get("mfu_after_first_step") else None,
+            "MFU % after step 1": m["mfu_after_first_step"] * 100
+            if m.get("mfu_after_first_step") is not None
+            else None,
         }
         try:
             prediction = mm.predict(cfg["model"]["architecture"], setting, budget.calibrate(others))
