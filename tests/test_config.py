@@ -181,3 +181,14 @@ def test_each_speedup_recipe_is_the_baseline_with_one_change(make_config, recipe
     base, changed_cfg = flat(make_config("recipe=baseline")), flat(make_config(f"recipe={recipe}"))
     assert {k: v for k, v in changed_cfg.items() if base[k] != v} == changed
     assert make_config(f"recipe={recipe}").train.batch_size * make_config(f"recipe={recipe}").train.grad_accum == 16
+
+
+@pytest.mark.parametrize("override", ["recipe=harnes", "profile=cpu_quik"])
+def test_a_misspelled_recipe_or_profile_is_an_error_not_a_silent_default_run(override):
+    """Both groups default to null; a name with no file must fail at composition, not train without it."""
+    from hydra.errors import MissingConfigException
+
+    from .conftest import compose_config
+
+    with pytest.raises(MissingConfigException, match=override.split("=")[1]):
+        compose_config([override])
