@@ -55,6 +55,7 @@ def collect(device: str) -> dict:
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "device": device,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # what the sweep launcher gave the job
         "cuda_runtime": torch.version.cuda,
         "gpu_name": None,
         "gpu_driver": None,

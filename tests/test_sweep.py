@@ -142,6 +142,17 @@ def test_a_sweep_killed_mid_job_resumes_with_only_what_is_missing(tmp_path, cach
     assert again["run"]["started_at"] != first_started
 
 
+def test_the_launcher_gives_jobs_the_visible_gpus_and_never_requeues(monkeypatch):
+    from hydra_plugins.ft_harness.launcher import PerProcessLauncher, visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    assert visible_gpus() == [2, 5]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []
+    # submitit requeues a timed-out job whose callable checkpoints; a benchmark job must not run twice.
+    assert PerProcessLauncher.checkpoint(object()) is None
+
+
 def test_scale_sweep_trains_only_and_writes_the_scale_report(tmp_path, cache_dir):
     """The scale sweep's path on CPU: random-init model, synthetic tokens, no evaluation, a memory record per
     job and the scale report (measured next to predicted)."""
@@ -152,12 +163,16 @@ def test_scale_sweep_trains_only_and_writes_the_scale_report(tmp_path, cache_dir
         "train.batch_size=2", "train.max_steps=2", f"results_dir={tmp_path / 'results'}",
         f"report_dir={report_dir}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
     ]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env(cache_dir), cwd=ROOT)
+    # The launcher hands each job the GPUs the sweep may use (submitit would otherwise hide them all and
+    # every job would train on the CPU, as it did on the first GPU machine).
+    env = {**_env(cache_dir), "CUDA_VISIBLE_DEVICES": "3"}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]
     assert sorted(r["run"]["method_label"] for r in records) == ["lora-r16", "qlora-nf4-r16"]
     for r in records:
         assert r["status"] == "ok"
+        assert r["environment"]["cuda_visible_devices"] == "3"
         assert r["config"]["dataset"]["source"] == "synthetic"
         assert "score" not in r["metrics"] and "eval_loss" not in r["metrics"]
         assert r["metrics"]["train_tokens"] == 2 * 2 * 64  # every position of every sequence trained

@@ -14,6 +14,7 @@ submitit's process isolation, logs and timeouts and adds what a benchmark sweep 
 """
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -72,8 +73,22 @@ class _Tail:
                 sys.stdout.flush()
 
 
+def visible_gpus() -> list[int]:
+    """The CUDA GPUs this process may use: CUDA_VISIBLE_DEVICES's indices where it is set, else all."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [int(x) for x in env.split(",") if x.strip().isdigit()]
+    import torch  # noqa: PLC0415 (only when a sweep launches: keeps plugin discovery fast)
+
+    return list(range(torch.cuda.device_count()))
+
+
 class PerProcessLauncher(BaseSubmititLauncher):
     _EXECUTOR = "local"
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        """No requeue after a timeout: a benchmark job that ran out of time is recorded as failed, not rerun."""
+        return None
 
     def __init__(self, **params: Any) -> None:
         self.gpus: list[int] = list(params.pop("gpus", []) or [])
@@ -146,6 +161,7 @@ class PerProcessLauncher(BaseSubmititLauncher):
             returns[idx] = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=None)
 
         slots: list[int | None] = list(self.gpus) if self.gpus else [None]
+        inherited = visible_gpus()
         running: dict = {}
         queue = list(todo)
         durations: list[float] = []
@@ -156,10 +172,12 @@ class PerProcessLauncher(BaseSubmititLauncher):
                     continue
                 entry = queue.pop(0)
                 idx, overrides = entry[0], entry[1]
-                params = {"timeout_min": self.params["timeout_min"], "tasks_per_node": 1}
-                if slot is not None:
-                    params.update(gpus_per_node=1, visible_gpus=[slot])
-                executor.update_parameters(**params)
+                gpus = [slot] if slot is not None else inherited
+                # submitit's local executor sets CUDA_VISIBLE_DEVICES to exactly the GPUs it is given
+                # (none when given none): name them, or every job would train on the CPU.
+                # (AutoExecutor does not pass visible_gpus on: set it on the local executor itself.)
+                executor.update_parameters(timeout_min=self.params["timeout_min"], tasks_per_node=1)
+                executor._executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=gpus)
                 job_num = initial_job_idx + idx
                 job = executor.submit(
                     self, overrides, "hydra.sweep.dir", job_num, f"job_id_for_{job_num}", Singleton.get_state()
