@@ -24,6 +24,7 @@ RECIPES = (
     "baseline+fused_adamw",
     "baseline+workers",
     "baseline+compile",
+    "baseline+compile_graphs",
     "baseline+batch16",
     "baseline-sampler",
     "harness",

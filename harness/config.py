@@ -20,6 +20,7 @@ QUANT_TYPES = ("nf4", "fp4")
 DTYPES = ("bfloat16", "float16", "float32")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SAMPLINGS = ("random", "group_by_length")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # flash_attention_2 needs the flash-attn package; flex_attention needs torch >= 2.5.
 ATTENTIONS = ("sdpa", "eager", "flash_attention_2", "flex_attention")
 
@@ -108,6 +109,9 @@ class TrainConfig:
     packing: bool = False
     # Pad every batch to this many tokens (the documents' recipe pads to 512); null pads to the batch's longest.
     pad_to_length: int | None = None
+    # Round each batch's width up to a multiple of this (null: exact longest): a few distinct shapes, so
+    # torch.compile does not recompile for every new length and each CUDA graph is reused.
+    pad_to_multiple_of: int | None = None
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     lr_scheduler: str = "cosine"
@@ -120,6 +124,9 @@ class TrainConfig:
     sampling: str = "random"
     dataloader_workers: int = 0
     torch_compile: bool = False
+    # torch.compile's mode (Trainer's torch_compile_mode): null (torch's default), default, reduce-overhead
+    # (CUDA graphs: no per-kernel launch cost, for static shapes), max-autotune, max-autotune-no-cudagraphs.
+    torch_compile_mode: str | None = None
     attn_implementation: str = "sdpa"
 
 
@@ -248,6 +255,15 @@ def check(cfg: RunConfig) -> RunConfig:
             f"train.pad_to_length={t.pad_to_length}: must be >= train.max_seq_len={t.max_seq_len}",
         )
         _require(not t.packing, "train.pad_to_length and train.packing exclude each other")
+    if t.pad_to_multiple_of is not None:
+        _require(t.pad_to_multiple_of > 0, f"train.pad_to_multiple_of={t.pad_to_multiple_of}: must be > 0")
+        _require(not t.packing, "train.pad_to_multiple_of and train.packing exclude each other")
+    if t.torch_compile_mode is not None:
+        _require(
+            t.torch_compile_mode in COMPILE_MODES,
+            f"train.torch_compile_mode={t.torch_compile_mode!r}: one of {', '.join(COMPILE_MODES)}",
+        )
+        _require(t.torch_compile, "train.torch_compile_mode needs train.torch_compile=true")
     _require(t.sampling in SAMPLINGS, f"train.sampling={t.sampling!r}: one of {', '.join(SAMPLINGS)}")
     _require(t.dataloader_workers >= 0, f"train.dataloader_workers={t.dataloader_workers}: must be >= 0")
     _require(

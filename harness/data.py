@@ -154,10 +154,13 @@ class CompletionCollator:
 
     pad_token_id: int
     pad_to: int | None = None  # fixed width (the documents' recipe); None: the batch's longest example
+    multiple_of: int | None = None  # round the width up to a multiple of this: few distinct shapes
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         width = max(len(f["input_ids"]) for f in features)
         width = max(width, self.pad_to or 0)
+        if self.multiple_of:
+            width = -(-width // self.multiple_of) * self.multiple_of
         input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(features), width), dtype=torch.long)
@@ -169,11 +172,11 @@ class CompletionCollator:
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
-def collator(packing: bool, *, pad_token_id: int, pad_to: int | None = None):
-    """Right-padded batches (to the longest example, or to `pad_to`), or padding-free ones (no pad token
-    computed at all; see TrainConfig.packing)."""
+def collator(packing: bool, *, pad_token_id: int, pad_to: int | None = None, multiple_of: int | None = None):
+    """Right-padded batches (to the longest example, or to `pad_to`, rounded up to `multiple_of`), or
+    padding-free ones (no pad token computed at all; see TrainConfig.packing)."""
     if packing:
         from transformers import DataCollatorWithFlattening
 
         return DataCollatorWithFlattening()
-    return CompletionCollator(pad_token_id=pad_token_id, pad_to=pad_to)
+    return CompletionCollator(pad_token_id=pad_token_id, pad_to=pad_to, multiple_of=multiple_of)

@@ -240,6 +240,7 @@ def training_arguments(cfg: RunConfig, *, precision: str, device: str, output_di
         **_sampling_arguments(t.sampling),
         dataloader_num_workers=t.dataloader_workers,
         torch_compile=t.torch_compile,
+        **({"torch_compile_mode": t.torch_compile_mode} if t.torch_compile_mode else {}),
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         logging_steps=t.logging_steps,
@@ -347,6 +348,7 @@ def run(cfg: RunConfig) -> dict:
                 cfg.train.packing,
                 pad_token_id=tokenizer.pad_token_id if tokenizer else 0,
                 pad_to=cfg.train.pad_to_length,
+                multiple_of=cfg.train.pad_to_multiple_of,
             ),
             callbacks=[step_logger],
         )

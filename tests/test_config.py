@@ -43,6 +43,7 @@ CONF_GROUPS = {
         "baseline_fused_adamw",
         "baseline_workers",
         "baseline_compile",
+        "baseline_compile_graphs",
         "baseline_batch16",
         "baseline_nosampler",
     ],
@@ -115,6 +116,10 @@ def test_full_ft_learning_rate_is_lower_than_lora(make_config):
         (["train.dataloader_workers=-1"], "dataloader_workers=-1"),
         (["train.attn_implementation=flash3"], "attn_implementation='flash3'"),
         (["memory.sample_interval_s=0"], "sample_interval_s=0"),
+        (["train.pad_to_multiple_of=0"], "pad_to_multiple_of=0"),
+        (["train.pad_to_multiple_of=64", "train.packing=true"], "exclude each other"),
+        (["train.torch_compile=true", "train.torch_compile_mode=fast"], "torch_compile_mode='fast'"),
+        (["train.torch_compile_mode=reduce-overhead"], "needs train.torch_compile=true"),
     ],
 )
 def test_bad_values_fail_before_anything_loads(make_config, overrides, message):
@@ -163,6 +168,14 @@ def test_flash_attention_without_its_package_is_a_clear_error(make_config, monke
         ("baseline_fused_adamw", {"train.optim": "adamw_torch_fused"}),
         ("baseline_workers", {"train.dataloader_workers": 2}),
         ("baseline_compile", {"train.torch_compile": True}),
+        (
+            "baseline_compile_graphs",
+            {
+                "train.torch_compile": True,
+                "train.torch_compile_mode": "reduce-overhead",
+                "train.pad_to_multiple_of": 64,
+            },
+        ),
         ("baseline_batch16", {"train.batch_size": 16, "train.grad_accum": 1}),
         ("baseline_nosampler", {"memory.sampler": False}),
     ],

@@ -44,6 +44,11 @@ def test_collator_pads_labels_with_ignore_index(tokenizer):
     assert (batch["labels"][0, short:] == data.IGNORE_INDEX).all()
     assert batch["attention_mask"][0].sum() == short
     assert batch["attention_mask"][1].all()
+    # rounded up to a multiple (few shapes for torch.compile / CUDA graphs): padding only, same tokens
+    rounded = data.CompletionCollator(pad_token_id=tokenizer.pad_token_id, multiple_of=8)([a, b])
+    assert rounded["input_ids"].shape[1] == -(-len(b["input_ids"]) // 8) * 8 > len(b["input_ids"]) - 8
+    assert rounded["attention_mask"].sum() == batch["attention_mask"].sum()
+    assert (rounded["labels"][:, batch["labels"].shape[1] :] == data.IGNORE_INDEX).all()
 
 
 def _write(path, rows):

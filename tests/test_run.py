@@ -157,6 +157,7 @@ def test_speed_knobs_reach_the_trainer_and_the_model(make_config, monkeypatch):
         "train.sampling=group_by_length",
         "train.dataloader_workers=1",
         "train.attn_implementation=eager",
+        "train.pad_to_multiple_of=16",
         "memory.sampler=false",
         "eval.base_model=false",
         "eval.forgetting_chunks=0",
@@ -166,6 +167,10 @@ def test_speed_knobs_reach_the_trainer_and_the_model(make_config, monkeypatch):
     assert (args.train_sampling_strategy, args.dataloader_num_workers) == ("group_by_length", 1)
     assert train.training_arguments(make_config("train.torch_compile=true"), precision="fp32", device="cpu",
                                     output_dir="unused").torch_compile  # fmt: skip
+    graphs = make_config("train.torch_compile=true", "train.torch_compile_mode=reduce-overhead")
+    assert training_arguments(graphs, precision="fp32", device="cpu", output_dir="unused").torch_compile_mode == (
+        "reduce-overhead"
+    )
     record = run(cfg)
     assert record["status"] == "ok", record["error"]
     assert record["run"]["attn_implementation"] == "eager"
