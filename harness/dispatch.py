@@ -1,0 +1,86 @@
+"""How many tensor operations one training micro-step dispatches: each is at least one GPU kernel launch.
+
+Why: on the H100 a micro-step of SmolLM2-135M took the same time whatever its size (README, "Measured on
+an H100"), so its cost is launching kernels from the CPU, not computing. The number of dispatched ops says
+how much launching a method needs per micro-step; it does not depend on the batch, which is why larger
+micro-batches (or CUDA graphs, which replay all of them at once) are what pays there.
+
+    python -m harness.dispatch method=lora model.init=random     # any run overrides; prints one line per batch
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+# Ops that only change a tensor's metadata (no kernel runs).
+METADATA_OPS = frozenset(
+    "view _unsafe_view t transpose expand reshape _reshape_alias slice select unsqueeze squeeze permute "
+    "detach alias as_strided split unbind lift_fresh empty empty_like empty_strided".split()
+)
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func.__name__.split(".")[0]] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def dispatched_ops(torch_model: torch.nn.Module, input_ids: torch.Tensor, autocast_dtype: torch.dtype | None) -> dict:
+    """Ops dispatched by one forward + backward on `input_ids` (labels = inputs), after one warm-up step."""
+    device_type = input_ids.device.type
+
+    def step() -> None:
+        with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            loss = torch_model(input_ids=input_ids, labels=input_ids).loss
+        loss.backward()
+
+    step()  # lazy initialisation happens once, not per step
+    torch_model.zero_grad(set_to_none=True)
+    counter = _CountOps()
+    with counter:
+        step()
+    torch_model.zero_grad(set_to_none=True)
+    kernels = sum(n for op, n in counter.counts.items() if op not in METADATA_OPS)
+    return {"ops": kernels, "ops_with_metadata": sum(counter.counts.values()), "top": counter.counts.most_common(5)}
+
+
+def main(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from harness import models
+    from harness.config import load_run_config
+    from harness.train import weights_dtype
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
+        cfg = load_run_config(compose(config_name="config", overrides=argv))
+    precision = "bf16" if cfg.train.precision in ("auto", "bf16") else cfg.train.precision
+    device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
+    torch_model = models.load_base_model(
+        model=cfg.model, method=cfg.method, cache_dir=cfg.cache_dir, dtype=weights_dtype(cfg, precision),
+        device=device, attn_implementation=cfg.train.attn_implementation,
+    )  # fmt: skip
+    torch_model = models.apply_method(torch_model, method=cfg.method, gradient_checkpointing=False).train()
+    vocab = torch_model.config.vocab_size
+    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    for batch in (4, 16):
+        ids = torch.randint(0, vocab, (batch, 128), device=device)
+        n = dispatched_ops(torch_model, ids, autocast)
+        print(
+            f"{cfg.model.name} {cfg.method.label} {precision} batch {batch} x 128: {n['ops']} ops per forward + "
+            f"backward ({n['ops_with_metadata']} with metadata-only ones); most: {n['top']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

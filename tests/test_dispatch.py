@@ -1,0 +1,26 @@
+"""The dispatched-op count behind the README's "launch-bound" reading of the H100 bench: it does not grow with
+the batch, and an adapter adds ops to every layer."""
+
+import torch
+
+from harness import models
+from harness.dispatch import dispatched_ops
+from harness.train import weights_dtype
+
+
+def _ops(make_config, method: str, batch: int) -> int:
+    cfg = make_config("model=tiny", f"method={method}")
+    torch_model = models.load_base_model(
+        model=cfg.model, method=cfg.method, cache_dir=cfg.cache_dir, dtype=weights_dtype(cfg, "bf16"), device="cpu"
+    )
+    torch_model = models.apply_method(torch_model, method=cfg.method, gradient_checkpointing=False).train()
+    ids = torch.randint(0, torch_model.config.vocab_size, (batch, 16), generator=torch.Generator().manual_seed(0))
+    return dispatched_ops(torch_model, ids, torch.bfloat16)["ops"]
+
+
+def test_ops_per_micro_step_do_not_grow_with_the_batch_and_adapters_add_ops(make_config):
+    full = _ops(make_config, "full", 2)
+    assert full == _ops(make_config, "full", 8) > 0
+    lora = _ops(make_config, "lora", 2)
+    assert lora == _ops(make_config, "lora", 8) > full
+    assert _ops(make_config, "qlora", 2) > full
