@@ -173,6 +173,7 @@ def test_bench_report_compares_recipes_per_method(tmp_path):
                           "pad_to_length": 512 if recipe == "documents" else None},
             },
             "metrics": {"steps": 2, "tokens_per_s": tokens_per_s, "mfu": None, "memory": {"peak_rss_mib": 100.0},
+                        "train_seconds": 1.6,
                         "score": {"exact_match": 0.5, "field_accuracy": 0.9}},
             "environment": {"cpu": "test cpu", "gpu_name": None},
             "status": "ok",
@@ -190,6 +191,7 @@ def test_bench_report_compares_recipes_per_method(tmp_path):
     assert list(frame["x baseline"]) == [0.4, 1.0, 2.0]
     assert list(frame["padding"]) == ["to 512", "to longest", "packed"]
     assert list(frame["examples"]) == [32, 32, 32]
+    assert list(frame["ms per micro-batch"]) == [200.0, 200.0, 200.0]  # 1.6 s over 2 steps x 4 micro-batches
     md, _ = write_bench_report(records, tmp_path, title="bench")
     assert "| lora-r16 | harness" in md.read_text().replace("  ", " ")
 
