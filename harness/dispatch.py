@@ -59,12 +59,12 @@ def main(argv: list[str]) -> int:
 
     from harness import models
     from harness.config import load_run_config
-    from harness.train import weights_dtype
+    from harness.train import resolve_device, resolve_precision, weights_dtype
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
         cfg = load_run_config(compose(config_name="config", overrides=argv))
-    precision = "bf16" if cfg.train.precision in ("auto", "bf16") else cfg.train.precision
-    device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.train.precision, device)
     torch_model = models.load_base_model(
         model=cfg.model, method=cfg.method, cache_dir=cfg.cache_dir, dtype=weights_dtype(cfg, precision),
         device=device, attn_implementation=cfg.train.attn_implementation,
@@ -83,4 +83,9 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from harness.config import ConfigError
+
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except ConfigError as e:
+        sys.exit(f"configuration error: {e}")

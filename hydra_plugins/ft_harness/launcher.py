@@ -162,6 +162,7 @@ class PerProcessLauncher(BaseSubmititLauncher):
 
         slots: list[int | None] = list(self.gpus) if self.gpus else [None]
         inherited = visible_gpus()
+        executor.update_parameters(timeout_min=self.params["timeout_min"], tasks_per_node=1)
         running: dict = {}
         queue = list(todo)
         durations: list[float] = []
@@ -176,7 +177,6 @@ class PerProcessLauncher(BaseSubmititLauncher):
                 # submitit's local executor sets CUDA_VISIBLE_DEVICES to exactly the GPUs it is given
                 # (none when given none): name them, or every job would train on the CPU.
                 # (AutoExecutor does not pass visible_gpus on: set it on the local executor itself.)
-                executor.update_parameters(timeout_min=self.params["timeout_min"], tasks_per_node=1)
                 executor._executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=gpus)
                 job_num = initial_job_idx + idx
                 job = executor.submit(
