@@ -143,12 +143,16 @@ def test_a_sweep_killed_mid_job_resumes_with_only_what_is_missing(tmp_path, cach
 
 
 def test_the_launcher_gives_jobs_the_visible_gpus_and_never_requeues(monkeypatch):
+    from harness.config import ConfigError
     from hydra_plugins.ft_harness.launcher import PerProcessLauncher, visible_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
     assert visible_gpus() == [2, 5]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert visible_gpus() == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-4f2a")
+    with pytest.raises(ConfigError, match="takes GPU indices"):
+        visible_gpus()
     # submitit requeues a timed-out job whose callable checkpoints; a benchmark job must not run twice.
     assert PerProcessLauncher.checkpoint(object()) is None
 

@@ -77,7 +77,13 @@ def visible_gpus() -> list[int]:
     """The CUDA GPUs this process may use: CUDA_VISIBLE_DEVICES's indices where it is set, else all."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
-        return [int(x) for x in env.split(",") if x.strip().isdigit()]
+        entries = [x.strip() for x in env.split(",") if x.strip()]
+        if not all(x.isdigit() for x in entries):
+            # submitit passes GPUs on as indices only; a UUID (MIG) would silently leave every job on the CPU
+            from harness.config import ConfigError
+
+            raise ConfigError(f"CUDA_VISIBLE_DEVICES={env!r}: the sweep launcher takes GPU indices (e.g. 0,1)")
+        return [int(x) for x in entries]
     import torch  # noqa: PLC0415 (only when a sweep launches: keeps plugin discovery fast)
 
     return list(range(torch.cuda.device_count()))
@@ -128,6 +134,13 @@ class PerProcessLauncher(BaseSubmititLauncher):
 
         assert self.config is not None
         plan = self._plan(job_overrides)
+        from harness.config import ConfigError
+
+        try:
+            inherited = visible_gpus()
+        except ConfigError as e:
+            log.error("configuration error: %s; no job started", e)
+            sys.exit(2)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         executor = submitit.AutoExecutor(cluster="local", folder=self.params["submitit_folder"])
@@ -161,7 +174,6 @@ class PerProcessLauncher(BaseSubmititLauncher):
             returns[idx] = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=None)
 
         slots: list[int | None] = list(self.gpus) if self.gpus else [None]
-        inherited = visible_gpus()
         executor.update_parameters(timeout_min=self.params["timeout_min"], tasks_per_node=1)
         running: dict = {}
         queue = list(todo)
