@@ -27,6 +27,7 @@ RECIPES = (
     "baseline+compile_graphs",
     "baseline+batch16",
     "baseline-sampler",
+    "baseline+sync_free",
     "harness",
 )
 

@@ -128,6 +128,11 @@ class TrainConfig:
     # (CUDA graphs: no per-kernel launch cost, for static shapes), max-autotune, max-autotune-no-cudagraphs.
     torch_compile_mode: str | None = None
     attn_implementation: str = "sdpa"
+    # true: no host-device synchronisation between logging steps. Stock HF Trainer waits for the GPU twice per
+    # micro-batch (its nan/inf loss check and its token count's .item()) and copies each batch with a blocking
+    # copy, so the CPU cannot queue the next step while the GPU works; here the loss filter is off, the token
+    # count stays on the GPU until the next log, and batches are copied non-blocking from pinned memory.
+    sync_free_steps: bool = False
 
 
 @dataclass

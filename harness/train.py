@@ -214,6 +214,41 @@ def _throughput(metrics: dict, environment: dict, cfg: RunConfig, samples: int) 
     }
 
 
+class SyncFreeTrainer(Trainer):
+    """HF Trainer whose non-padding token count stays on the GPU between logging steps.
+
+    Stock Trainer adds each micro-batch's count to `state.num_input_tokens_seen` with `.item()`, which makes
+    the CPU wait for the GPU to finish everything queued so far, once per micro-batch. Here the counts add up
+    on the device and reach the state when Trainer logs (`log` is its documented override point), where the
+    step logger synchronises anyway. Used with train.sync_free_steps=true only.
+    """
+
+    _unlogged_tokens: torch.Tensor | int = 0
+
+    def _track_num_input_tokens(self, inputs) -> None:
+        # as stock Trainer counts "non_padding" without a tokenizer: the attention mask, else every token
+        # (packed batches have no mask and no padding)
+        mask = inputs.get("attention_mask")
+        count = mask.sum() if mask is not None else inputs["input_ids"].numel()
+        self._unlogged_tokens = self._unlogged_tokens + count
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        self.state.num_input_tokens_seen += int(self._unlogged_tokens)
+        self._unlogged_tokens = 0
+        super().log(logs, start_time)
+
+
+def _sync_free_arguments(sync_free: bool, device: str) -> dict:
+    """TrainingArguments for train.sync_free_steps: no nan/inf check of each micro-batch's loss (a sync; a nan
+    loss is then logged as nan) and non-blocking batch copies (from the pinned memory the loader fills)."""
+    if not sync_free:
+        return {}
+    arguments: dict = {"logging_nan_inf_filter": False}
+    if device != "cpu":
+        arguments["accelerator_config"] = {"non_blocking": True}
+    return arguments
+
+
 def _sampling_arguments(sampling: str) -> dict:
     """transformers' train_sampling_strategy (2026), or the older group_by_length flag where it is missing:
     pyproject allows transformers >= 5.17, which the GPU machine has."""
@@ -255,6 +290,7 @@ def training_arguments(cfg: RunConfig, *, precision: str, device: str, output_di
         remove_unused_columns=False,
         per_device_eval_batch_size=cfg.eval.batch_size,
         dataloader_pin_memory=device != "cpu",
+        **_sync_free_arguments(t.sync_free_steps, device),
     )
 
 
@@ -265,6 +301,11 @@ def run(cfg: RunConfig) -> dict:
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.train.precision, device)
     set_seed(cfg.train.seed)
+    if cfg.train.sync_free_steps and not hasattr(Trainer, "_track_num_input_tokens"):
+        raise ConfigError(
+            "train.sync_free_steps=true: this transformers' Trainer has no _track_num_input_tokens to keep the "
+            "token count on the GPU (5.17-5.23 have it); set it to false"
+        )
     models.quantization_config(cfg.method)  # QLoRA without bitsandbytes fails here, before any loading
     tokenizer, tokenized, test_rows = prepare_inputs(cfg)
 
@@ -340,7 +381,7 @@ def run(cfg: RunConfig) -> dict:
             models.prepare_for_packing(torch_model)
 
         step_logger = StepLogger(partial_steps, sampler)
-        trainer = Trainer(
+        trainer = (SyncFreeTrainer if cfg.train.sync_free_steps else Trainer)(
             model=torch_model,
             args=training_arguments(cfg, precision=precision, device=device, output_dir=str(work_dir / "trainer")),
             train_dataset=tokenized["train"],

@@ -46,6 +46,7 @@ CONF_GROUPS = {
         "baseline_compile_graphs",
         "baseline_batch16",
         "baseline_nosampler",
+        "baseline_sync_free",
     ],
 }
 
@@ -178,6 +179,7 @@ def test_flash_attention_without_its_package_is_a_clear_error(make_config, monke
         ),
         ("baseline_batch16", {"train.batch_size": 16, "train.grad_accum": 1}),
         ("baseline_nosampler", {"memory.sampler": False}),
+        ("baseline_sync_free", {"train.sync_free_steps": True}),
     ],
 )
 def test_each_speedup_recipe_is_the_baseline_with_one_change(make_config, recipe, changed):

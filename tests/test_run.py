@@ -176,3 +176,52 @@ def test_speed_knobs_reach_the_trainer_and_the_model(make_config, monkeypatch):
     assert record["run"]["attn_implementation"] == "eager"
     assert record["metrics"]["memory"]["sampler"] == "per-step only" and not started
     assert record["metrics"]["memory"]["peak_rss_mib"] > 0
+
+
+def test_sync_free_steps_count_the_same_tokens_without_a_per_step_count(make_config, monkeypatch):
+    """train.sync_free_steps: the token count reaches Trainer's state only when it logs (no .item() per
+    micro-batch), and the run trains the same batches to the same total and losses as stock Trainer."""
+    from harness import train
+    from harness.monitor import StepLogger
+
+    seen: list[int] = []
+    monkeypatch.setattr(StepLogger, "on_step_end", lambda self, args, state, control, **kw: seen.append(
+        state.num_input_tokens_seen), raising=False)  # fmt: skip
+
+    def run_with(sync_free: bool) -> tuple[dict, list[int]]:
+        seen.clear()
+        cfg = make_config(
+            "method=lora",
+            "train.logging_steps=2",
+            f"train.sync_free_steps={str(sync_free).lower()}",
+            f"results_dir={make_config().results_dir}/{sync_free}",
+            "eval.enabled=false",
+        )
+        args = train.training_arguments(cfg, precision="fp32", device="cpu", output_dir="unused")
+        assert args.logging_nan_inf_filter is not sync_free
+        record = run(cfg)
+        assert record["status"] == "ok", record["error"]
+        return record, list(seen)
+
+    stock, stock_seen = run_with(False)
+    sync_free, sync_free_seen = run_with(True)
+    assert sync_free["metrics"]["train_tokens"] == stock["metrics"]["train_tokens"] > 0
+    assert sync_free["metrics"]["train_loss"] == pytest.approx(stock["metrics"]["train_loss"], rel=1e-5)
+    # stock: every step's end sees its own batch counted; sync-free: only what the last log flushed
+    # (logs at steps 1, 2 and 4: step 3's end still sees the count of steps 1-2)
+    assert len(stock_seen) == len(sync_free_seen) == 4 and stock_seen[-1] == stock["metrics"]["train_tokens"]
+    assert sync_free_seen == [0, stock_seen[0], stock_seen[1], stock_seen[1]]
+
+
+def test_sync_free_steps_copy_batches_non_blocking_on_a_gpu(make_config):
+    from harness.train import training_arguments
+
+    cfg = make_config("train.sync_free_steps=true")
+
+    def non_blocking(device: str) -> bool:
+        return training_arguments(
+            cfg, precision="fp32", device=device, output_dir="unused"
+        ).accelerator_config.non_blocking
+
+    # pinned memory (the loader's, on a GPU only) is what makes a non-blocking copy safe
+    assert non_blocking("cuda") and not non_blocking("cpu")
