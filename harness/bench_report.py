@@ -71,6 +71,9 @@ def bench_frame(records: list[dict]) -> pd.DataFrame:
                 "tokens/s after step 1": m.get("tokens_per_s_after_first_step"),
                 "ms per micro-batch": _micro_batch_ms(m, t),
                 "MFU %": m["mfu"] * 100 if m.get("mfu") is not None else None,
+                # torch.compile's seconds within training, and its graphs (more than one: breaks or new shapes)
+                "compile s": (m.get("compile") or {}).get("compile_seconds"),
+                "graphs": (m.get("compile") or {}).get("graphs"),
                 "peak MiB": mem.get("peak_nvml_process_mib")
                 or mem.get("peak_torch_reserved_mib")
                 or mem.get("peak_rss_mib"),
@@ -90,8 +93,10 @@ def bench_frame(records: list[dict]) -> pd.DataFrame:
     frame["x baseline"] = [
         t / baseline.get(m, float("nan")) for m, t in zip(frame["method"], frame["tokens/s"], strict=True)
     ]
-    # a sweep without one of the reference recipes (the ablation has no documents run) has no such ratio
-    frame = frame.drop(columns=[c for c in ("x documents", "x baseline") if frame[c].isna().all()])
+    # a sweep without one of the reference recipes (the ablation has no documents run) has no such ratio,
+    # and one without torch.compile no compile columns
+    optional = ("x documents", "x baseline", "compile s", "graphs")
+    frame = frame.drop(columns=[c for c in optional if frame[c].isna().all()])
     order = {r: i for i, r in enumerate(RECIPES)}
     return frame.sort_values(
         ["method", "recipe"], key=lambda c: c.map(lambda r: order.get(r, len(order))) if c.name == "recipe" else c

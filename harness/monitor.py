@@ -199,3 +199,31 @@ class StepLogger(TrainerCallback):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def reset_compile_stats() -> None:
+    """Zero torch.compile's counters (they are per process; a test runs several trainings in one)."""
+    import torch._dynamo.utils as dynamo_utils
+
+    dynamo_utils.counters.clear()
+    dynamo_utils.compilation_time_metrics.clear()
+
+
+def compile_stats() -> dict:
+    """What torch.compile did during training: graphs compiled, graph breaks (each splits the model into more
+    graphs, and CUDA graphs into more replays) with their most common reasons, and seconds spent compiling
+    (Dynamo with the forward's Inductor compile, plus the backward's compile, which runs at the first backward).
+    More graphs than graph breaks + 1 means recompilation: a new batch shape (see train.pad_to_multiple_of).
+
+    Read from torch._dynamo's own counters; a name a torch version lacks reads as None, not 0."""
+    import torch._dynamo.utils as dynamo_utils
+
+    counters, times = dynamo_utils.counters, dynamo_utils.compilation_time_metrics
+    breaks = counters.get("graph_break", {})
+    seconds = [sum(times[k]) for k in ("_compile.compile_inner", "compile_fx.<locals>.bw_compiler") if k in times]
+    return {
+        "graphs": counters.get("stats", {}).get("unique_graphs"),
+        "graph_breaks": sum(breaks.values()),
+        "graph_break_reasons": [reason for reason, _ in breaks.most_common(3)] if breaks else [],
+        "compile_seconds": sum(seconds) if seconds else None,
+    }

@@ -25,7 +25,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 
 from harness import data, env, evaluation, flops, models
 from harness.config import ConfigError, RunConfig
-from harness.monitor import MemorySampler, StepLogger
+from harness.monitor import MemorySampler, StepLogger, compile_stats, reset_compile_stats
 from harness.results import record_stem, run_key, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -393,10 +393,14 @@ def run(cfg: RunConfig) -> dict:
             ),
             callbacks=[step_logger],
         )
+        if cfg.train.torch_compile:
+            reset_compile_stats()
         sampler.reset()
         with sampler:
             train_output = trainer.train()
         metrics["memory"].update(sampler.peaks())
+        if cfg.train.torch_compile:
+            metrics["compile"] = compile_stats()
         state = trainer.state
         metrics["train_seconds"] = step_logger.train_seconds
         metrics["steps"] = state.global_step

@@ -206,6 +206,13 @@ def test_bench_report_compares_recipes_per_method(tmp_path):
     assert list(frame["recipe"]) == ["baseline", "baseline+grouped", "baseline+packed", "baseline-sampler"]
     assert list(frame["x baseline"]) == [1.0, 1.6, 1.2, 0.98]
     assert "x documents" not in frame.columns  # no documents run in this folder: no column of blanks
+    assert "compile s" not in frame.columns  # nor compile columns without a compiled run
+
+    compiled = record("lora-r16", "baseline+compile", 260.0, "2026-01-04")
+    compiled["metrics"]["compile"] = {"graphs": 2, "graph_breaks": 0, "compile_seconds": 41.5}
+    frame = bench_frame([*ablation, compiled]).set_index("recipe")
+    assert frame.loc["baseline+compile", ["compile s", "graphs"]].tolist() == [41.5, 2]
+    assert frame.loc["baseline", ["compile s", "graphs"]].isna().all()
 
 
 def test_where_the_time_went_splits_each_jobs_process_time():

@@ -225,3 +225,19 @@ def test_sync_free_steps_copy_batches_non_blocking_on_a_gpu(make_config):
 
     # pinned memory (the loader's, on a GPU only) is what makes a non-blocking copy safe
     assert non_blocking("cuda") and not non_blocking("cpu")
+
+
+def test_a_compiled_run_records_what_torch_compile_did(make_config):
+    """train.torch_compile: the record says how many graphs were compiled, the graph breaks and the seconds
+    spent compiling. A LoRA model with batch widths rounded to 64 compiles as one graph without breaks
+    (a break would split CUDA graphs too; a second graph would mean a recompilation for a new shape)."""
+    cfg = make_config(
+        "method=lora", "train.torch_compile=true", "train.pad_to_multiple_of=64", "train.max_steps=3",
+        "eval.enabled=false",
+    )  # fmt: skip
+    record = run(cfg)
+    assert record["status"] == "ok", record["error"]
+    compiled = record["metrics"]["compile"]
+    assert compiled["graphs"] == 1 and compiled["graph_breaks"] == 0 and compiled["graph_break_reasons"] == []
+    assert 0 < compiled["compile_seconds"] < record["metrics"]["train_seconds"]
+    assert "compile" not in run(make_config("method=lora", "eval.enabled=false"))["metrics"]
