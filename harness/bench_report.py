@@ -29,6 +29,7 @@ RECIPES = (
     "baseline-sampler",
     "baseline+sync_free",
     "harness",
+    "harness+compiled",
 )
 
 

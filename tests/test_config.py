@@ -37,6 +37,7 @@ CONF_GROUPS = {
         "documents",
         "baseline",
         "harness",
+        "harness_compiled",
         "baseline_grouped",
         "baseline_packed",
         "baseline_packed_flex",
@@ -207,3 +208,20 @@ def test_a_misspelled_recipe_or_profile_is_an_error_not_a_silent_default_run(ove
 
     with pytest.raises(MissingConfigException, match=override.split("=")[1]):
         compose_config([override])
+
+
+def test_the_compiled_candidate_is_the_harness_recipe_plus_the_named_changes(make_config):
+    """harness_compiled is compared with harness in one bench run: it must differ in what it says and no more."""
+    import dataclasses
+
+    def train(recipe: str) -> dict:
+        return dataclasses.asdict(make_config(f"recipe={recipe}").train)
+
+    harness, compiled = train("harness"), train("harness_compiled")
+    assert {k: v for k, v in compiled.items() if harness[k] != v} == {
+        "torch_compile": True,
+        "torch_compile_mode": "reduce-overhead",
+        "pad_to_multiple_of": 64,
+        "optim": "adamw_torch_fused",
+        "sync_free_steps": True,
+    }
