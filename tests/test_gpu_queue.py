@@ -1,0 +1,64 @@
+"""tools/gpu_queue.sh, the queue a GPU session starts in the background: every job of its default list composes
+and checks, and a queue runs its sweeps in turn, packs each into a tarball with its exit code, and goes on
+after a failing one."""
+
+import itertools
+import os
+import re
+import shlex
+import subprocess
+import tarfile
+
+from harness.config import load_run_config
+
+from .conftest import ROOT, compose_config
+
+SCRIPT = ROOT / "tools" / "gpu_queue.sh"
+
+
+def _default_queue() -> list[tuple[str, list[str]]]:
+    text = SCRIPT.read_text()
+    block = re.search(r"DEFAULT_QUEUE='(.*?)'\n", text, re.S).group(1)
+    lines = [line.split("|", 1) for line in block.splitlines()]
+    return [(name, shlex.split(words.replace("$MODEL", "/tmp/models/m.gguf"))) for name, words in lines]
+
+
+def test_every_job_of_the_default_queue_composes_and_checks():
+    queue = _default_queue()
+    assert [name for name, _ in queue] == ["bench", "mfu", "speedups", "scale"]
+    for name, overrides in queue:
+        sweep = next(o.split("=", 1)[1] for o in overrides if o.startswith("+sweeps="))
+        assert sweep == name
+        # the queue's own comma lists (e.g. the bench's four recipes), expanded as Hydra's sweeper would
+        axes = [[f"{o.split('=', 1)[0]}={v}" for v in o.split("=", 1)[1].split(",")] for o in overrides]
+        jobs = list(itertools.product(*axes))
+        for job in jobs:
+            load_run_config(compose_config(list(job)))
+        if name == "bench":
+            assert len(jobs) == 4  # documents, baseline, harness, harness_compiled (x the sweep's methods)
+
+
+def test_the_queue_packs_each_sweep_and_goes_on_after_a_failure(tmp_path, cache_dir):
+    work = tmp_path / "work"
+    queue = "\n".join(
+        [
+            "bad|method=nonexistent",
+            "tiny|model=tiny train=smoke train.max_steps=2 dataset.n_train=24 dataset.n_validation=4 "
+            f"dataset.n_test=4 eval.enabled=false cache_dir={cache_dir}",
+        ]
+    )
+    env = {**os.environ, "WORK": str(work), "QUEUE": queue, "PYTHON": str(ROOT / ".venv" / "bin" / "python")}
+    if not os.path.exists(env["PYTHON"]):
+        env["PYTHON"] = "python"
+    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    out = work / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "01_bad.done", "01_bad.tar.gz", "02_tiny.done", "02_tiny.tar.gz", "ALL.done"
+    ]  # fmt: skip
+    assert (out / "01_bad.done").read_text().split()[0] != "0"
+    assert (out / "02_tiny.done").read_text().split()[0] == "0"
+    with tarfile.open(out / "02_tiny.tar.gz") as tar:
+        names = tar.getnames()
+    assert any(n.startswith("tiny/results/") and n.endswith(".json") for n in names)
+    assert "tiny/sweep.log" in names

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The measurements still waiting for a GPU (README, "On the GPU machine"), run one sweep after another.
+# Made for a lent GPU machine whose calls last at most 10 minutes: start it in the background in one call,
+# then let later calls copy what has finished. Each sweep writes its records, Hydra folders and report under
+# $WORK/<name>/ and is packed into $WORK/out/<NN>_<name>.tar.gz when it ends (then <NN>_<name>.done appears),
+# so finished results can be fetched while the rest still run. A failing sweep is logged and the queue goes on.
+#
+#   MODEL=/tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf setsid nohup bash tools/gpu_queue.sh \
+#       > /tmp/gpu-queue.log 2>&1 < /dev/null &
+#
+# READY=FILE: wait for that file before the first sweep (the model may arrive in a later call).
+# QUEUE: replaces the list below, one sweep per line as "name|overrides" ($MODEL is expanded).
+# PYTHON (default python) must import the harness: PYTHONPATH=$PWD:/tmp/site with the device kit.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+WORK=${WORK:-/tmp/gpu-queue}
+PYTHON=${PYTHON:-python}
+MODEL=${MODEL:-/tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+DEFAULT_QUEUE='bench|+sweeps=bench model.path=$MODEL recipe=documents,baseline,harness,harness_compiled
+mfu|+sweeps=mfu
+speedups|+sweeps=speedups method=lora model.path=$MODEL train.max_steps=30
+scale|+sweeps=scale model=llama-3.2-1b,llama-2-7b method=full,lora,qlora'
+QUEUE=${QUEUE:-$DEFAULT_QUEUE}
+
+mkdir -p "$WORK/out"
+if [[ -n "${READY:-}" ]]; then
+    echo "waiting for $READY"
+    while [[ ! -e "$READY" ]]; do sleep 2; done
+fi
+n=0
+while IFS='|' read -r name overrides; do
+    [[ -z "$name" ]] && continue
+    n=$((n + 1))
+    tag=$(printf '%02d_%s' "$n" "$name")
+    dir="$WORK/$name"
+    echo "$(date -u +%H:%M:%S) start $tag: $overrides"
+    start=$SECONDS
+    # shellcheck disable=SC2086  # the overrides are words on purpose
+    eval "set -- $overrides"
+    "$PYTHON" -m harness "$@" results_dir="$dir/results" report_dir="$dir/report" hydra.sweep.dir="$dir/hydra" \
+        > "$dir.log" 2>&1
+    rc=$?
+    echo "$(date -u +%H:%M:%S) end $tag: exit $rc after $((SECONDS - start)) s"
+    cp "$dir.log" "$dir/sweep.log" 2>/dev/null || { mkdir -p "$dir" && cp "$dir.log" "$dir/sweep.log"; }
+    tar -czf "$WORK/out/$tag.tar.gz" --exclude='*.safetensors' -C "$WORK" "$name"
+    echo "$rc $((SECONDS - start))" > "$WORK/out/$tag.done"
+done <<< "$QUEUE"
+echo "$(date -u +%H:%M:%S) queue done"
+touch "$WORK/out/ALL.done"
