@@ -156,7 +156,7 @@ class MemoryConfig:
     # The background sampler (RSS, and NVML on a GPU) during training; false leaves torch's own peak counters
     # and the readings at each logged step (the way to measure the sampler's own overhead).
     sampler: bool = True
-    sample_interval_s: float = 0.05
+    sample_interval_s: float = 0.2
     # GPU memory held by other processes at start above which the run warns (or, when strict, refuses).
     foreign_gpu_mib_limit: float = 512.0
     strict: bool = False

@@ -3,7 +3,8 @@
 Peak memory is reported from several sources side by side because they answer different questions:
 NVML sees what the driver gave this process (CUDA context and allocator cache included) and what the
 whole device holds; torch's max_memory_allocated counts live tensors and max_memory_reserved what its
-caching allocator holds. On CPU the only figure is the process's resident set (RSS).
+caching allocator holds. On CPU the only figure is the process's resident set (RSS), whose peak the Linux
+kernel counts exactly (VmHWM), so sampling can be infrequent.
 """
 
 from __future__ import annotations
@@ -59,6 +60,27 @@ class GpuMemoryProbe:
         }
 
 
+def reset_rss_high_water_mark() -> bool:
+    """Start the kernel's peak-RSS counter (VmHWM) afresh; False where that is not possible (not Linux >= 4.0).
+    Writing 5 to clear_refs resets only that counter, nothing else about the process."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_high_water_mark_mib() -> float | None:
+    """The process's peak RSS since the last reset, counted by the kernel: exact, whatever the sampling rate."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 class MemorySampler:
     """Samples memory in a background thread and keeps the peaks; reset() starts a new window.
 
@@ -80,11 +102,13 @@ class MemorySampler:
             except Exception as e:  # NVML missing or not permitted: torch figures remain.
                 log.warning("NVML unavailable (%s); NVML memory figures will be null", e)
         self._stop = threading.Event()
+        self.background_samples, self.background_cpu_s = 0, 0.0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
+        self.kernel_rss_peak = reset_rss_high_water_mark()
         with self._lock:
             self.peak_rss_mib = 0.0
             self.peak_nvml_process_mib = 0.0
@@ -107,11 +131,18 @@ class MemorySampler:
         return now
 
     def _loop(self) -> None:
+        # The thread's own CPU time is its cost to the run, measured in every run rather than only by
+        # comparing runs with it on and off (which a noisy machine blurs): an upper bound for a training loop
+        # that needs one core, since the two then share the GIL.
+        start = time.thread_time()
         while not self._stop.wait(self.interval_s):
             self.sample()
+            self.background_samples += 1
+            self.background_cpu_s = time.thread_time() - start
 
     def __enter__(self) -> MemorySampler:
         self._stop.clear()
+        self.background_samples, self.background_cpu_s = 0, 0.0
         if not self.background:
             return self
         self._thread = threading.Thread(target=self._loop, name="memory-sampler", daemon=True)
@@ -129,7 +160,11 @@ class MemorySampler:
         cuda = self.device.startswith("cuda")
         return {
             "sampler": "background" if self.background else "per-step only",
-            "peak_rss_mib": self.peak_rss_mib,
+            "sampler_samples": self.background_samples if self.background else None,
+            "sampler_cpu_seconds": self.background_cpu_s if self.background else None,
+            # the kernel's high-water mark where there is one (Linux), else the samples' peak
+            "peak_rss_mib": max(self.peak_rss_mib, (self.kernel_rss_peak and rss_high_water_mark_mib()) or 0.0),
+            "peak_rss_source": "kernel high-water mark" if self.kernel_rss_peak else "sampled",
             "peak_nvml_process_mib": self.peak_nvml_process_mib if self.gpu else None,
             "peak_nvml_device_mib": self.peak_nvml_device_mib if self.gpu else None,
             "peak_torch_allocated_mib": torch.cuda.max_memory_allocated() / MIB if cuda else None,

@@ -403,6 +403,11 @@ def run(cfg: RunConfig) -> dict:
             metrics["compile"] = compile_stats()
         state = trainer.state
         metrics["train_seconds"] = step_logger.train_seconds
+        if metrics["memory"].get("sampler_cpu_seconds") is not None:
+            # the monitoring's cost: the sampler thread's CPU time over the training's wall time
+            metrics["memory"]["sampler_cpu_share"] = (
+                metrics["memory"]["sampler_cpu_seconds"] / step_logger.train_seconds
+            )
         metrics["steps"] = state.global_step
         metrics["train_tokens"] = state.num_input_tokens_seen
         metrics["tokens_per_s"] = state.num_input_tokens_seen / step_logger.train_seconds

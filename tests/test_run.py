@@ -241,3 +241,31 @@ def test_a_compiled_run_records_what_torch_compile_did(make_config):
     assert compiled["graphs"] == 1 and compiled["graph_breaks"] == 0 and compiled["graph_break_reasons"] == []
     assert 0 < compiled["compile_seconds"] < record["metrics"]["train_seconds"]
     assert "compile" not in run(make_config("method=lora", "eval.enabled=false"))["metrics"]
+
+
+@pytest.mark.parametrize("method", ["full", "qlora"])
+def test_the_memory_samplers_own_cost_is_recorded(records, method):
+    """The background sampler's CPU time is measured in every run (the issue's monitoring budget is 1 %), at
+    the configured rate."""
+    memory, train_seconds = records[method]["metrics"]["memory"], records[method]["metrics"]["train_seconds"]
+    interval = records[method]["config"]["memory"]["sample_interval_s"]
+    assert memory["sampler"] == "background"
+    # the thread also runs while Trainer sets up, before its training clock starts
+    assert train_seconds / interval / 2 < memory["sampler_samples"] < 2 * train_seconds / interval + 5
+    assert 0 < memory["sampler_cpu_seconds"] < train_seconds
+    assert memory["sampler_cpu_share"] == pytest.approx(memory["sampler_cpu_seconds"] / train_seconds)
+
+
+def test_the_cpu_peak_is_the_kernels_high_water_mark_which_no_sampling_misses():
+    from harness.monitor import MemorySampler
+
+    sampler = MemorySampler(device="cpu", interval_s=3600, background=False)
+    sampler.reset()
+    before = sampler.sample()["rss_mib"]
+    transient = bytearray(300 * 2**20)
+    transient[::4096] = b"x" * len(transient[::4096])  # touch every page
+    del transient
+    assert sampler.sample()["rss_mib"] < before + 100  # freed before any sample saw it
+    peaks = sampler.peaks()
+    assert peaks["peak_rss_source"] == "kernel high-water mark"
+    assert peaks["peak_rss_mib"] > before + 250
