@@ -78,6 +78,8 @@ def bench_frame(records: list[dict]) -> pd.DataFrame:
                 "peak MiB": mem.get("peak_nvml_process_mib")
                 or mem.get("peak_torch_reserved_mib")
                 or mem.get("peak_rss_mib"),
+                # the memory sampler thread's CPU time over the training time: the monitoring's overhead
+                "sampler CPU %": mem["sampler_cpu_share"] * 100 if mem.get("sampler_cpu_share") is not None else None,
                 "eval loss": m.get("eval_loss"),
                 "score": score.get("exact_match"),
                 "field acc": score.get("field_accuracy"),
@@ -96,7 +98,7 @@ def bench_frame(records: list[dict]) -> pd.DataFrame:
     ]
     # a sweep without one of the reference recipes (the ablation has no documents run) has no such ratio,
     # and one without torch.compile no compile columns
-    optional = ("x documents", "x baseline", "compile s", "graphs")
+    optional = ("x documents", "x baseline", "compile s", "graphs", "sampler CPU %")
     frame = frame.drop(columns=[c for c in optional if frame[c].isna().all()])
     order = {r: i for i, r in enumerate(RECIPES)}
     return frame.sort_values(

@@ -207,6 +207,10 @@ def test_bench_report_compares_recipes_per_method(tmp_path):
     assert list(frame["x baseline"]) == [1.0, 1.6, 1.2, 0.98]
     assert "x documents" not in frame.columns  # no documents run in this folder: no column of blanks
     assert "compile s" not in frame.columns  # nor compile columns without a compiled run
+    assert "sampler CPU %" not in frame.columns  # records from before the sampler's cost was recorded
+
+    ablation[2]["metrics"]["memory"]["sampler_cpu_share"] = 0.0014  # the baseline, sampler on
+    assert bench_frame(ablation).set_index("recipe").loc["baseline", "sampler CPU %"] == pytest.approx(0.14)
 
     compiled = record("lora-r16", "baseline+compile", 260.0, "2026-01-04")
     compiled["metrics"]["compile"] = {"graphs": 2, "graph_breaks": 0, "compile_seconds": 41.5}
