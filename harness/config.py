@@ -290,6 +290,51 @@ def check(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def cpu_has_bf16() -> bool:
+    import torch
+
+    return bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()) and bool(
+        torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    """auto: bf16 where the hardware has it (GPU, or a CPU with AVX512-BF16/AMX), else fp16 on GPU, fp32."""
+    if requested != "auto":
+        if requested == "fp16" and device == "cpu":
+            raise ConfigError("train.precision=fp16 needs a GPU; use bf16, fp32 or auto on CPU")
+        return requested
+    if device == "cpu":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def check_for_device(cfg: RunConfig) -> tuple[str, str]:
+    """The rules that depend on the device the run will get (device=auto is resolved here): the device and
+    precision, or ConfigError. A sweep runs this for every job before the first starts (jobs inherit the
+    sweep's GPUs), so a recipe the machine cannot train fails the sweep at once, not midway."""
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.train.precision, device)
+    _require(
+        not (device == "cpu" and cfg.train.attn_implementation == "flex_attention"),
+        "train.attn_implementation=flex_attention: torch's flex attention has no backward on a CPU "
+        "(NotImplementedError at the first step); use sdpa or eager there",
+    )
+    return device, precision
+
+
 def load_run_config(cfg: DictConfig) -> RunConfig:
     """Merge Hydra's composed config onto the schema, then check it. Raises ConfigError."""
     cfg = cfg.copy()

@@ -58,13 +58,12 @@ def main(argv: list[str]) -> int:
     from hydra import compose, initialize_config_dir
 
     from harness import models
-    from harness.config import load_run_config
-    from harness.train import resolve_device, resolve_precision, weights_dtype
+    from harness.config import check_for_device, load_run_config
+    from harness.train import weights_dtype
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
         cfg = load_run_config(compose(config_name="config", overrides=argv))
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.train.precision, device)
+    device, precision = check_for_device(cfg)
     torch_model = models.load_base_model(
         model=cfg.model, method=cfg.method, cache_dir=cfg.cache_dir, dtype=weights_dtype(cfg, precision),
         device=device, attn_implementation=cfg.train.attn_implementation,

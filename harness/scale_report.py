@@ -57,6 +57,7 @@ def scale_frame(records: list[dict]) -> pd.DataFrame:
             "measured as": source,
             "compile": "on" if cfg["train"].get("torch_compile") else "off",
             "sync-free steps": "on" if cfg["train"].get("sync_free_steps") else "off",
+            "attention": r["run"].get("attn_implementation") or cfg["train"].get("attn_implementation"),
             "tokens/s": m.get("tokens_per_s"),
             "tokens/s after step 1": m.get("tokens_per_s_after_first_step"),
             "MFU %": m["mfu"] * 100 if m.get("mfu") is not None else None,

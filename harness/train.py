@@ -24,36 +24,11 @@ import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
 from harness import data, env, evaluation, flops, models
-from harness.config import ConfigError, RunConfig
+from harness.config import ConfigError, RunConfig, check_for_device
 from harness.monitor import MemorySampler, StepLogger, compile_stats, reset_compile_stats
 from harness.results import record_stem, run_key, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(requested: str) -> str:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA GPU is visible")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
-
-
-def cpu_has_bf16() -> bool:
-    return bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()) and bool(
-        torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
-
-
-def resolve_precision(requested: str, device: str) -> str:
-    """auto: bf16 where the hardware has it (GPU, or a CPU with AVX512-BF16/AMX), else fp16 on GPU, fp32."""
-    if requested != "auto":
-        if requested == "fp16" and device == "cpu":
-            raise ConfigError("train.precision=fp16 needs a GPU; use bf16, fp32 or auto on CPU")
-        return requested
-    if device == "cpu":
-        return "bf16" if cpu_has_bf16() else "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def weights_dtype(cfg: RunConfig, precision: str) -> torch.dtype:
@@ -298,8 +273,7 @@ def run(cfg: RunConfig) -> dict:
     """Run one configuration and write its record; returns the record. ConfigError leaves no record."""
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat()
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.train.precision, device)
+    device, precision = check_for_device(cfg)
     set_seed(cfg.train.seed)
     if cfg.train.sync_free_steps and not hasattr(Trainer, "_track_num_input_tokens"):
         raise ConfigError(

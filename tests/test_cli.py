@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 from .conftest import FAST, ROOT
 
 
@@ -68,4 +71,18 @@ def test_bad_rank_is_one_clear_error_and_writes_nothing(tmp_path, cache_dir):
     assert proc.returncode == 2
     assert "configuration error: method.r=0" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+    assert not results.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the rule is about a CPU")
+def test_a_sweep_with_a_recipe_the_cpu_cannot_train_starts_no_job(tmp_path, cache_dir):
+    """flex attention has no backward on a CPU: the sweep's plan finds it before the first job, instead of the
+    speedups ablation failing at its packed_flex job after the ones before it ran."""
+    results = tmp_path / "results"
+    args = ["-m", "recipe=baseline,baseline_packed_flex", *FAST, f"results_dir={results}"]
+    proc = _harness(args, tmp_path, cache_dir)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "recipe=baseline_packed_flex" in out and "flex attention has no backward on a CPU" in out
+    assert "no job started" in out and "Traceback" not in out
     assert not results.exists()

@@ -1,8 +1,9 @@
 """Every config composes and passes its checks; bad values fail with a message naming the field."""
 
 import pytest
+import torch
 
-from harness.config import ConfigError
+from harness.config import ConfigError, check_for_device, cpu_has_bf16
 
 CONF_GROUPS = {
     "model": [
@@ -225,3 +226,19 @@ def test_the_compiled_candidate_is_the_harness_recipe_plus_the_named_changes(mak
         "optim": "adamw_torch_fused",
         "sync_free_steps": True,
     }
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the rules are about a CPU")
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.attn_implementation=flex_attention", "flex attention has no backward on a CPU"),
+        ("train.precision=fp16", "train.precision=fp16 needs a GPU"),
+        ("device=cuda", "no CUDA GPU is visible"),
+    ],
+)
+def test_what_the_device_cannot_do_is_a_config_error(make_config, override, message):
+    cfg = make_config(override)  # valid on its own: the device decides
+    with pytest.raises(ConfigError, match=message):
+        check_for_device(cfg)
+    assert check_for_device(make_config()) == ("cpu", "bf16" if cpu_has_bf16() else "fp32")

@@ -108,13 +108,14 @@ class PerProcessLauncher(BaseSubmititLauncher):
 
     def _plan(self, job_overrides: Sequence[Sequence[str]]) -> list[tuple[int, list[str], Any, bool]]:
         """Compose and check every job before any starts; mark those with an ok record as done."""
-        from harness.config import ConfigError, load_run_config
+        from harness.config import ConfigError, check_for_device, load_run_config
         from harness.results import existing_ok_record
 
         plan, errors = [], []
         for idx, overrides in enumerate(job_overrides):
             try:
                 run_cfg = load_run_config(self._job_config(overrides))
+                check_for_device(run_cfg)
             except ConfigError as e:
                 errors.append(f"job #{idx} ({' '.join(filter_overrides(overrides))}): {e}")
                 continue
