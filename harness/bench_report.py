@@ -28,6 +28,7 @@ RECIPES = (
     "baseline+batch16",
     "baseline-sampler",
     "baseline+sync_free",
+    "baseline+no_input_cast",
     "harness",
     "harness+compiled",
 )

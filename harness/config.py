@@ -133,6 +133,11 @@ class TrainConfig:
     # copy, so the CPU cannot queue the next step while the GPU works; here the loss filter is off, the token
     # count stays on the GPU until the next log, and batches are copied non-blocking from pinned memory.
     sync_free_steps: bool = False
+    # peft casts each adapted layer's input to the adapter's dtype (fp32) before its matmuls, which autocast then
+    # casts back to bf16: a lossless round trip (bf16 -> fp32 -> bf16) that costs two casts per layer forward and
+    # two in backward. false skips it during training (peft.helpers.disable_input_dtype_casting); LoRA/QLoRA
+    # only (full FT has no adapters), and it needs autocast (precision bf16/fp16) to stay lossless.
+    adapter_input_cast: bool = True
 
 
 @dataclass
@@ -327,6 +332,11 @@ def check_for_device(cfg: RunConfig) -> tuple[str, str]:
     sweep's GPUs), so a recipe the machine cannot train fails the sweep at once, not midway."""
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.train.precision, device)
+    _require(
+        cfg.train.adapter_input_cast or precision in ("bf16", "fp16"),
+        f"train.adapter_input_cast=false needs autocast (train.precision bf16 or fp16, here {precision}): "
+        "without it the adapter's matmuls would run in the input's dtype instead of its own",
+    )
     _require(
         not (device == "cpu" and cfg.train.attn_implementation == "flex_attention"),
         "train.attn_implementation=flex_attention: torch's flex attention has no backward on a CPU "

@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
 
     from harness import models
     from harness.config import check_for_device, load_run_config
-    from harness.train import weights_dtype
+    from harness.train import adapter_input_casting, weights_dtype
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
         cfg = load_run_config(compose(config_name="config", overrides=argv))
@@ -73,7 +73,8 @@ def main(argv: list[str]) -> int:
     autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     for batch in (4, 16):
         ids = torch.randint(0, vocab, (batch, 128), device=device)
-        n = dispatched_ops(torch_model, ids, autocast)
+        with adapter_input_casting(torch_model, cfg):  # as the run trains: train.adapter_input_cast
+            n = dispatched_ops(torch_model, ids, autocast)
         print(
             f"{cfg.model.name} {cfg.method.label} {precision} batch {batch} x 128: {n['ops']} ops per forward + "
             f"backward ({n['ops_with_metadata']} with metadata-only ones); most: {n['top']}"

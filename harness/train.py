@@ -7,6 +7,7 @@ a failure still writes a record: status `oom` (with the peak reached) or `failed
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -213,6 +214,13 @@ class SyncFreeTrainer(Trainer):
         super().log(logs, start_time)
 
 
+def adapter_input_casting(torch_model: torch.nn.Module, cfg: RunConfig) -> contextlib.AbstractContextManager:
+    """peft's input cast to the adapter dtype, off while training when train.adapter_input_cast=false."""
+    from peft.helpers import disable_input_dtype_casting
+
+    return disable_input_dtype_casting(torch_model, active=not cfg.train.adapter_input_cast)
+
+
 def _sync_free_arguments(sync_free: bool, device: str) -> dict:
     """TrainingArguments for train.sync_free_steps: no nan/inf check of each micro-batch's loss (a sync; a nan
     loss is then logged as nan) and non-blocking batch copies (from the pinned memory the loader fills)."""
@@ -370,7 +378,7 @@ def run(cfg: RunConfig) -> dict:
         if cfg.train.torch_compile:
             reset_compile_stats()
         sampler.reset()
-        with sampler:
+        with sampler, adapter_input_casting(torch_model, cfg):
             train_output = trainer.train()
         metrics["memory"].update(sampler.peaks())
         if cfg.train.torch_compile:

@@ -49,6 +49,7 @@ CONF_GROUPS = {
         "baseline_batch16",
         "baseline_nosampler",
         "baseline_sync_free",
+        "baseline_no_input_cast",
     ],
 }
 
@@ -182,6 +183,7 @@ def test_flash_attention_without_its_package_is_a_clear_error(make_config, monke
         ("baseline_batch16", {"train.batch_size": 16, "train.grad_accum": 1}),
         ("baseline_nosampler", {"memory.sampler": False}),
         ("baseline_sync_free", {"train.sync_free_steps": True}),
+        ("baseline_no_input_cast", {"train.adapter_input_cast": False}),
     ],
 )
 def test_each_speedup_recipe_is_the_baseline_with_one_change(make_config, recipe, changed):
@@ -242,3 +244,8 @@ def test_what_the_device_cannot_do_is_a_config_error(make_config, override, mess
     with pytest.raises(ConfigError, match=message):
         check_for_device(cfg)
     assert check_for_device(make_config()) == ("cpu", "bf16" if cpu_has_bf16() else "fp32")
+
+
+def test_skipping_peft_input_cast_needs_autocast(make_config):
+    with pytest.raises(ConfigError, match="adapter_input_cast=false needs autocast"):
+        check_for_device(make_config("train.adapter_input_cast=false", "train.precision=fp32"))

@@ -5,17 +5,18 @@ import torch
 
 from harness import models
 from harness.dispatch import dispatched_ops
-from harness.train import weights_dtype
+from harness.train import adapter_input_casting, weights_dtype
 
 
-def _ops(make_config, method: str, batch: int) -> int:
-    cfg = make_config("model=tiny", f"method={method}")
+def _ops(make_config, method: str, batch: int, *overrides: str) -> int:
+    cfg = make_config("model=tiny", f"method={method}", *overrides)
     torch_model = models.load_base_model(
         model=cfg.model, method=cfg.method, cache_dir=cfg.cache_dir, dtype=weights_dtype(cfg, "bf16"), device="cpu"
     )
     torch_model = models.apply_method(torch_model, method=cfg.method, gradient_checkpointing=False).train()
     ids = torch.randint(0, torch_model.config.vocab_size, (batch, 16), generator=torch.Generator().manual_seed(0))
-    return dispatched_ops(torch_model, ids, torch.bfloat16)["ops"]
+    with adapter_input_casting(torch_model, cfg):
+        return dispatched_ops(torch_model, ids, torch.bfloat16)["ops"]
 
 
 def test_ops_per_micro_step_do_not_grow_with_the_batch_and_adapters_add_ops(make_config):
@@ -24,3 +25,13 @@ def test_ops_per_micro_step_do_not_grow_with_the_batch_and_adapters_add_ops(make
     lora = _ops(make_config, "lora", 2)
     assert lora == _ops(make_config, "lora", 8) > full
     assert _ops(make_config, "qlora", 2) > full
+
+
+def test_skipping_peft_input_cast_saves_four_ops_per_adapted_layer(make_config):
+    """bf16 -> fp32 -> bf16 around each adapter's matmuls: two casts forward, two backward, except that the
+    first layer's q, k and v inputs (the frozen embeddings, normed) need no gradient, so no backward casts."""
+    cfg = make_config("model=tiny", "method=lora")
+    adapted = cfg.model.architecture["num_hidden_layers"] * len(cfg.method.target_modules)
+    saved = _ops(make_config, "lora", 2) - _ops(make_config, "lora", 2, "train.adapter_input_cast=false")
+    assert saved == 4 * adapted - 2 * 3
+    assert _ops(make_config, "full", 2, "train.adapter_input_cast=false") == _ops(make_config, "full", 2)
