@@ -35,7 +35,7 @@ def test_every_job_of_the_default_queue_composes_and_checks():
         for job in jobs:
             load_run_config(compose_config(list(job)))
         if name == "bench":
-            assert len(jobs) == 4  # documents, baseline, harness, harness_compiled (x the sweep's methods)
+            assert len(jobs) == 3  # documents, harness, harness_compiled (x the sweep's methods)
 
 
 def test_the_queue_packs_each_sweep_and_goes_on_after_a_failure(tmp_path, cache_dir):
