@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import tarfile
 
 from harness.config import load_run_config
@@ -25,7 +26,7 @@ def _default_queue() -> list[tuple[str, list[str]]]:
 
 def test_every_job_of_the_default_queue_composes_and_checks():
     queue = _default_queue()
-    assert [name for name, _ in queue] == ["bench", "mfu", "speedups", "scale"]
+    assert [name for name, _ in queue] == ["mfu", "bench", "speedups", "scale"]
     for name, overrides in queue:
         sweep = next(o.split("=", 1)[1] for o in overrides if o.startswith("+sweeps="))
         assert sweep == name
@@ -43,13 +44,14 @@ def test_the_queue_packs_each_sweep_and_goes_on_after_a_failure(tmp_path, cache_
     queue = "\n".join(
         [
             "bad|method=nonexistent",
+            # names $MODEL, so it waits for READY, which is there: it runs (the model path is not used by tiny)
             "tiny|model=tiny train=smoke train.max_steps=2 dataset.n_train=24 dataset.n_validation=4 "
-            f"dataset.n_test=4 eval.enabled=false cache_dir={cache_dir}",
+            f"dataset.n_test=4 eval.enabled=false cache_dir={cache_dir} profile_note=$MODEL",
         ]
     )
-    env = {**os.environ, "WORK": str(work), "QUEUE": queue, "PYTHON": str(ROOT / ".venv" / "bin" / "python")}
-    if not os.path.exists(env["PYTHON"]):
-        env["PYTHON"] = "python"
+    ready = tmp_path / "READY"
+    ready.touch()
+    env = {**os.environ, "WORK": str(work), "QUEUE": queue, "READY": str(ready), "PYTHON": sys.executable}
     done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     out = work / "out"
@@ -62,3 +64,24 @@ def test_the_queue_packs_each_sweep_and_goes_on_after_a_failure(tmp_path, cache_
         names = tar.getnames()
     assert any(n.startswith("tiny/results/") and n.endswith(".json") for n in names)
     assert "tiny/sweep.log" in names
+
+
+def test_a_sweep_that_needs_the_model_waits_for_ready_while_the_others_run(tmp_path):
+    import time
+
+    work, ready = tmp_path / "work", tmp_path / "READY"
+    queue = "first|method=nonexistent\nsecond|method=nonexistent model.path=$MODEL"
+    env = {**os.environ, "WORK": str(work), "QUEUE": queue, "READY": str(ready), "PYTHON": sys.executable}
+    proc = subprocess.Popen(["bash", str(SCRIPT)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (work / "out" / "01_first.done").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # time enough for the second to start, were it not waiting
+        assert (work / "out" / "01_first.done").exists()
+        assert not (work / "out" / "02_second.done").exists() and proc.poll() is None
+        ready.touch()
+        assert proc.wait(timeout=120) == 0
+        assert (work / "out" / "02_second.done").exists() and (work / "out" / "ALL.done").exists()
+    finally:
+        proc.kill()
