@@ -11,7 +11,7 @@
 # READY=FILE: a sweep that names $MODEL waits for that file first (touch it once the model is whole: it may
 # arrive in later calls), while the sweeps before it, which need no model, already run.
 # QUEUE: replaces the list below, one sweep per line as "name|overrides" ($MODEL is expanded).
-# PYTHON (default python) must import the harness: PYTHONPATH=$PWD:/tmp/site with the device kit.
+# PYTHON (default python, else python3) must import the harness: PYTHONPATH=$PWD:/tmp/site with the device kit.
 # Order and size are set by a 30-minute device budget: the MFU sweep first (it needs no model file; its first
 # 4 jobs took 2 min 33 s on the H100), then the bench without the baseline recipe (the H100 run of 6d20444
 # measured the harness recipe at 3.8-3.95x it), to stay near that run's 9 jobs in 11 min 56 s plus the compiled
@@ -19,7 +19,7 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 WORK=${WORK:-/tmp/gpu-queue}
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 MODEL=${MODEL:-/tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 DEFAULT_QUEUE='mfu|+sweeps=mfu
 bench|+sweeps=bench model.path=$MODEL recipe=documents,harness,harness_compiled
