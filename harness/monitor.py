@@ -102,13 +102,13 @@ class MemorySampler:
             except Exception as e:  # NVML missing or not permitted: torch figures remain.
                 log.warning("NVML unavailable (%s); NVML memory figures will be null", e)
         self._stop = threading.Event()
-        self.background_samples, self.background_cpu_s = 0, 0.0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
         self.kernel_rss_peak = reset_rss_high_water_mark()
+        self.background_samples, self.background_cpu_s = 0, 0.0
         with self._lock:
             self.peak_rss_mib = 0.0
             self.peak_nvml_process_mib = 0.0
@@ -142,7 +142,6 @@ class MemorySampler:
 
     def __enter__(self) -> MemorySampler:
         self._stop.clear()
-        self.background_samples, self.background_cpu_s = 0, 0.0
         if not self.background:
             return self
         self._thread = threading.Thread(target=self._loop, name="memory-sampler", daemon=True)
@@ -158,12 +157,13 @@ class MemorySampler:
     def peaks(self) -> dict[str, float | None]:
         """Peaks since the last reset, in MiB; GPU fields are None on CPU."""
         cuda = self.device.startswith("cuda")
+        # the kernel's high-water mark where there is one (Linux), else the samples' peak
+        kernel_peak = rss_high_water_mark_mib() if self.kernel_rss_peak else None
         return {
             "sampler": "background" if self.background else "per-step only",
             "sampler_samples": self.background_samples if self.background else None,
             "sampler_cpu_seconds": self.background_cpu_s if self.background else None,
-            # the kernel's high-water mark where there is one (Linux), else the samples' peak
-            "peak_rss_mib": max(self.peak_rss_mib, (self.kernel_rss_peak and rss_high_water_mark_mib()) or 0.0),
+            "peak_rss_mib": max(self.peak_rss_mib, kernel_peak or 0.0),
             "peak_rss_source": "kernel high-water mark" if self.kernel_rss_peak else "sampled",
             "peak_nvml_process_mib": self.peak_nvml_process_mib if self.gpu else None,
             "peak_nvml_device_mib": self.peak_nvml_device_mib if self.gpu else None,

@@ -40,13 +40,12 @@ while IFS='|' read -r name overrides; do
     dir="$WORK/$name"
     echo "$(date -u +%H:%M:%S) start $tag: $overrides"
     start=$SECONDS
-    # shellcheck disable=SC2086  # the overrides are words on purpose
-    eval "set -- $overrides"
+    eval "set -- $overrides"  # the overrides are words, $MODEL expanded
+    mkdir -p "$dir"
     "$PYTHON" -m harness "$@" results_dir="$dir/results" report_dir="$dir/report" hydra.sweep.dir="$dir/hydra" \
-        > "$dir.log" 2>&1
+        > "$dir/sweep.log" 2>&1
     rc=$?
     echo "$(date -u +%H:%M:%S) end $tag: exit $rc after $((SECONDS - start)) s"
-    cp "$dir.log" "$dir/sweep.log" 2>/dev/null || { mkdir -p "$dir" && cp "$dir.log" "$dir/sweep.log"; }
     tar -czf "$WORK/out/$tag.tar.gz" --exclude='*.safetensors' -C "$WORK" "$name"
     echo "$rc $((SECONDS - start))" > "$WORK/out/$tag.done"
 done <<< "$QUEUE"
