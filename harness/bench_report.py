@@ -8,10 +8,11 @@ Why its own report: the three recipes differ in training fields on purpose, so t
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import pandas as pd
+
+from harness.report_page import write_table_page
 
 # Table order: the documents' recipe, the baseline, each change alone on the baseline (sweeps/speedups.yaml),
 # then the harness's recipe.
@@ -120,20 +121,4 @@ def write_bench_report(records: list[dict], out_dir: Path, *, title: str) -> lis
         "number of examples. Where ms per micro-batch barely changes with the micro-batch's size (4 x 512 padded "
         "tokens against 16 unpadded examples), the step is bound by launching kernels, not by the arithmetic."
     )
-    md = [f"# {title}", "", "Generated from run records by `python -m harness report`; do not edit.", "", note, ""]
-    md += [frame.to_markdown(index=False), ""]
-    md_path = out_dir / "report.md"
-    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
-    h = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px}th{background:#f0f0f0}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p>{html.escape(note)}</p>",
-        frame.to_html(index=False, escape=True, border=0),
-        "</body></html>",
-    ]
-    html_path = out_dir / "report.html"
-    html_path.write_text("\n".join(h), encoding="utf-8")
-    return [md_path, html_path]
+    return write_table_page(out_dir, title=title, note=note, table=frame)

@@ -8,7 +8,6 @@ measured values, the claims check (claims.py), plots, and a few model outputs pe
 from __future__ import annotations
 
 import argparse
-import base64
 import html
 import json
 import math
@@ -24,6 +23,7 @@ import pandas as pd  # noqa: E402
 from harness import budget  # noqa: E402
 from harness.claims import check_claims, load_claims  # noqa: E402
 from harness.memory_model import Calibration, Setting  # noqa: E402
+from harness.report_page import GENERATED, html_head, inline_image  # noqa: E402
 from harness.results import load_records  # noqa: E402
 
 PLOTS = ("memory", "speed", "pareto", "ranks", "nf4_fp4", "loss_curves")
@@ -73,6 +73,12 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 "total_s": m.get("total_seconds"),
                 "process_s": m.get("process_seconds"),
                 "eval_s": m.get("eval_seconds"),
+                # the optional probes after training (latency, forgetting); None in records before the split
+                "probe_s": (
+                    sum(v for k, v in m["eval_parts_seconds"].items() if k in ("latency", "forgetting"))
+                    if "eval_parts_seconds" in m
+                    else None
+                ),
                 "base_eval_s": m.get("base_eval_seconds"),
                 "mfu": m.get("mfu"),
                 "eval_loss": m.get("eval_loss"),
@@ -213,6 +219,7 @@ def time_table(runs: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
     if rows.empty:
         return None, "The records carry no process time (written before it was recorded)."
     train, evaluation, base = (rows[c].fillna(0) for c in ("train_s", "eval_s", "base_eval_s"))
+    probes = rows["probe_s"] if "probe_s" in rows else pd.Series(None, index=rows.index, dtype=float)
     table = pd.DataFrame(
         {
             "method": rows["label"],
@@ -221,7 +228,9 @@ def time_table(runs: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
             "start and imports s": (rows["process_s"] - rows["total_s"]).round(1),
             "base model checks s": base.round(1),
             "training s": rows["train_s"].round(1),
-            "evaluation s": rows["eval_s"].round(1),
+            # validation loss and the test set's generation; older records count their probes in here too
+            "scoring s": (evaluation - probes.fillna(0)).round(1),
+            "latency and forgetting probes s": probes.astype(float).round(1),
             "data, loading, saving s": (rows["total_s"] - train - evaluation - base).round(1),
             "training share %": (100 * rows["train_s"] / rows["process_s"]).round(1),
         }
@@ -231,6 +240,11 @@ def time_table(runs: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
         f"Training took {share:.1f} % of the jobs' process time ({rows['train_s'].sum():.0f} of "
         f"{rows['process_s'].sum():.0f} s); the rest is overhead that MFU and tokens/s do not see."
     )
+    if probes.notna().any():
+        note += (
+            f" The optional probes (generation latency, forgetting on general text) took {probes.sum():.0f} s; "
+            "`eval.latency_prompts=0 eval.forgetting_chunks=0` turn them off."
+        )
     return table, note
 
 
@@ -510,7 +524,7 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
         ("Which GPU fits which method", *fits_on_section(all_records, calibration)),
     ]
 
-    md = [f"# {title}", "", "Generated from run records by `python -m harness report`; do not edit.", ""]
+    md = [f"# {title}", "", GENERATED, ""]
     for note in profile_notes:
         md += [f"> **Profile:** {note}", ""]
     if left_out:
@@ -534,16 +548,7 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
     md_path = out_dir / "report.md"
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
 
-    h = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
-        "font-size:13px;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}"
-        "th{background:#f0f0f0}img{max-width:100%;display:block;margin:1em 0}pre{white-space:pre-wrap;"
-        "background:#f7f7f7;padding:.5em}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        "<p>Generated from run records by <code>python -m harness report</code>; do not edit.</p>",
-    ]
+    h = html_head(title)
     for note in profile_notes:
         h.append(f"<p><b>Profile:</b> {html.escape(note)}</p>")
     if left_out:
@@ -555,9 +560,7 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
         if frame is not None:
             h.append(frame.to_html(index=False, escape=True, border=0))
     h.append("<h2>Plots</h2>")
-    for name, path in plots.items():
-        data = base64.b64encode(path.read_bytes()).decode()
-        h.append(f"<img alt='{name}' src='data:image/png;base64,{data}'>")
+    h += [inline_image(name, path) for name, path in plots.items()]
     h.append("<h2>Model outputs (first test examples)</h2>")
     for _, row in runs[runs["status"] == "ok"].iterrows():
         for sample in row["samples"][:2]:

@@ -7,8 +7,6 @@ Why separate from the trade-off report: a scale sweep has many models and no sco
 
 from __future__ import annotations
 
-import base64
-import html
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +17,7 @@ import pandas as pd  # noqa: E402
 
 from harness import budget  # noqa: E402
 from harness import memory_model as mm  # noqa: E402
+from harness.report_page import write_table_page  # noqa: E402
 
 
 def is_scale_record(record: dict) -> bool:
@@ -112,26 +111,5 @@ def write_scale_report(records: list[dict], out_dir: Path, *, title: str) -> lis
         fig.savefig(plot, dpi=110)
         plt.close(fig)
 
-    md = [f"# {title}", "", "Generated from run records by `python -m harness report`; do not edit.", "", summary, ""]
-    md += [shown.to_markdown(index=False), ""]
-    if plot:
-        md += [f"![predicted vs measured]({plot.name})", ""]
-    md_path = out_dir / "report.md"
-    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
-    h = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px}th{background:#f0f0f0}img{max-width:100%}</style>"
-        "</head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p>{html.escape(summary)}</p>",
-        shown.to_html(index=False, escape=True, border=0),
-    ]
-    if plot:
-        data = base64.b64encode(plot.read_bytes()).decode()
-        h.append(f"<img alt='predicted vs measured' src='data:image/png;base64,{data}'>")
-    h.append("</body></html>")
-    html_path = out_dir / "report.html"
-    html_path.write_text("\n".join(h), encoding="utf-8")
-    return [md_path, html_path]
+    plots = {"predicted vs measured": plot} if plot else {}
+    return write_table_page(out_dir, title=title, note=summary, table=shown, plots=plots)

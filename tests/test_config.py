@@ -50,6 +50,7 @@ CONF_GROUPS = {
         "baseline_nosampler",
         "baseline_sync_free",
         "baseline_no_input_cast",
+        "baseline_checkpointing",
     ],
 }
 
@@ -184,6 +185,7 @@ def test_flash_attention_without_its_package_is_a_clear_error(make_config, monke
         ("baseline_nosampler", {"memory.sampler": False}),
         ("baseline_sync_free", {"train.sync_free_steps": True}),
         ("baseline_no_input_cast", {"train.adapter_input_cast": False}),
+        ("baseline_checkpointing", {"train.gradient_checkpointing": True}),
     ],
 )
 def test_each_speedup_recipe_is_the_baseline_with_one_change(make_config, recipe, changed):

@@ -220,19 +220,22 @@ def test_bench_report_compares_recipes_per_method(tmp_path):
 
 
 def test_where_the_time_went_splits_each_jobs_process_time():
-    """The parts (start and imports, base checks, training, evaluation, the rest) add up to the job's time."""
+    """The parts (start and imports, base checks, training, scoring, probes, the rest) add up to the job's time;
+    a record from before the probes were timed apart keeps them in its scoring time."""
     import pandas as pd
 
     from harness.report import time_table
 
     runs = pd.DataFrame(
         {"label": ["full", "lora-r16"], "process_s": [100.0, 60.0], "total_s": [90.0, 50.0],
-         "base_eval_s": [20.0, 5.0], "train_s": [30.0, 20.0], "eval_s": [25.0, 15.0]}
+         "base_eval_s": [20.0, 5.0], "train_s": [30.0, 20.0], "eval_s": [25.0, 15.0], "probe_s": [None, 6.0]}
     )  # fmt: skip
     table, note = time_table(runs)
-    parts = table[["start and imports s", "base model checks s", "training s", "evaluation s",
-                   "data, loading, saving s"]].sum(axis=1)  # fmt: skip
+    parts = table[["start and imports s", "base model checks s", "training s", "scoring s",
+                   "latency and forgetting probes s", "data, loading, saving s"]].fillna(0).sum(axis=1)  # fmt: skip
     assert list(parts) == list(table["job process s"]) == [100.0, 60.0]
     assert list(table["start and imports s"]) == [10.0, 10.0]
+    assert list(table["scoring s"]) == [25.0, 9.0]
     assert list(table["data, loading, saving s"]) == [15.0, 10.0]
     assert "31.2 % of the jobs' process time (50 of 160 s)" in note
+    assert "probes (generation latency, forgetting on general text) took 6 s" in note

@@ -65,6 +65,11 @@ def test_every_method_runs_and_records(records, method):
     assert m["memory"]["peak_rss_mib"] > 0
     assert m["memory"]["peak_torch_reserved_mib"] is None  # CPU: no CUDA figures, not zeros
     assert m["artifact_bytes"] > 0
+    # the evaluation's time by part (scoring against the optional probes), adding up to eval_seconds
+    parts = m["eval_parts_seconds"]
+    assert set(parts) == {"validation_loss", "test_generation", "forgetting", "latency"}
+    assert all(v > 0 for v in parts.values()) and sum(parts.values()) == pytest.approx(m["eval_seconds"])
+    assert m["train_seconds"] + m["eval_seconds"] + m["save_seconds"] < m["total_seconds"]
     env = r["environment"]
     assert env["packages"]["torch"] and env["packages"]["peft"] and env["python"]
     saved = json.loads(Path(r["run"]["record_path"]).read_text())
