@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import sys
 from pathlib import Path
@@ -168,6 +169,45 @@ def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, float
     return {}, "no sweep with full FT in the results folder"
 
 
+def _family(method_cfg: dict) -> str:
+    """The budget table's method family of a record's method config (full, lora, qlora-nf4, qlora-fp4-dq...)."""
+    if method_cfg["name"] != "qlora":
+        return method_cfg["name"]
+    return f"qlora-{method_cfg.get('quant_type') or 'nf4'}{'-dq' if method_cfg.get('double_quant') else ''}"
+
+
+def checkpointing_speed_costs(records: list[dict], model_name: str) -> dict[str, tuple[float, str]]:
+    """Per method family, what gradient checkpointing did to tokens/s where the records hold a pair of runs
+    that differ in nothing else (the speed ablation's baseline and baseline+checkpointing): (ratio, where).
+
+    Why: "turn checkpointing on" is the budget's first suggestion when nothing fits; its price is speed, which
+    only a measured pair can state. A pair of the queried model is preferred, then the most recent."""
+    from harness.results import NOT_IN_KEY
+
+    def key(record: dict) -> str:
+        cfg = {k: v for k, v in record["config"].items() if k not in (*NOT_IN_KEY, "recipe_name")}
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k != "gradient_checkpointing"}
+        device = [(record.get("environment") or {}).get(k) for k in ("gpu_name", "cpu")]
+        return json.dumps([cfg, device], sort_keys=True, default=str)
+
+    ok = [r for r in records if r.get("status") == "ok" and (r.get("metrics") or {}).get("tokens_per_s")]
+    pairs: dict[str, dict[bool, dict]] = {}
+    for r in ok:
+        pairs.setdefault(key(r), {})[bool(r["config"]["train"]["gradient_checkpointing"])] = r
+    found: dict[str, tuple[tuple[bool, str], float, str]] = {}
+    for pair in pairs.values():
+        if True not in pair or False not in pair:
+            continue
+        on, off = pair[True], pair[False]
+        env, model = on.get("environment") or {}, on["config"]["model"]["name"]
+        rank = (model == model_name, on.get("run", {}).get("finished_at") or "")
+        where = f"{model} on {env.get('gpu_name') or env.get('cpu') or 'an unnamed device'}"
+        family = _family(on["config"]["method"])
+        if family not in found or rank > found[family][0]:
+            found[family] = (rank, on["metrics"]["tokens_per_s"] / off["metrics"]["tokens_per_s"], where)
+    return {family: (ratio, where) for family, (_, ratio, where) in found.items()}
+
+
 # ---------------------------------------------------------------------------------------------- answer
 
 
@@ -289,12 +329,17 @@ def _what_would_fit(
     while seq > 128:
         seq //= 2
         changes.append((f"sequence length {seq}", {"seq_len": seq}))
+    speed_costs = checkpointing_speed_costs(records, name)
     out = []
     for label, change in changes:
-        for _method, s in settings(dataclasses.replace(base, **change)).items():
+        for family, s in settings(dataclasses.replace(base, **change)).items():
             p = mm.predict(arch, s, calibration)
             if p.peak_bytes <= usable:
-                out.append(f"  - {label}: {s.label} would need {p.peak_gib:.1f} GiB")
+                line = f"  - {label}: {s.label} would need {p.peak_gib:.1f} GiB"
+                if "gradient_checkpointing" in change and family in speed_costs:
+                    ratio, where = speed_costs[family]
+                    line += f" (measured price: {ratio:.2f}x the tokens/s without it, {where})"
+                out.append(line)
                 break
     # changes applied one after another, cheapest method first, until one fits
     applied, current = [], cheapest

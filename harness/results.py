@@ -23,7 +23,7 @@ from harness.config import RunConfig
 RECORD_POINTER = "record_path.txt"
 
 # Fields of the config that do not change what a run measures.
-_NOT_IN_KEY = (
+NOT_IN_KEY = (
     "results_dir",
     "cache_dir",
     "keep_artifact",
@@ -38,7 +38,7 @@ _NOT_IN_KEY = (
 def run_key(cfg: RunConfig) -> str:
     """A short hash of the config that decides the run's measurements."""
     plain = dataclasses.asdict(cfg)
-    for k in _NOT_IN_KEY:
+    for k in NOT_IN_KEY:
         plain.pop(k, None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:10]
 

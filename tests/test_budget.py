@@ -223,3 +223,46 @@ def test_scale_report_predicts_each_gpu_run_from_the_others(tmp_path) -> None:
     paths = write_scale_report(records, tmp_path, title="scale")
     assert (tmp_path / "predicted_vs_measured.png").stat().st_size > 0
     assert "within 10 % for 4 of 4" in paths[0].read_text()
+
+
+def _speed_record(model: str, method: dict, checkpointing: bool, tokens_per_s: float, batch: int = 4) -> dict:
+    return {
+        "run": {"id": f"{model}-{checkpointing}-{batch}", "finished_at": "2026-11-23T00:00:00"},
+        "config": {
+            "model": {"name": model},
+            "method": method,
+            "recipe_name": "baseline+checkpointing" if checkpointing else "baseline",
+            "results_dir": f"/tmp/{checkpointing}",  # not a condition: may differ within a pair
+            "train": {"batch_size": batch, "gradient_checkpointing": checkpointing},
+        },
+        "environment": {"gpu_name": None, "cpu": "AMD EPYC"},
+        "metrics": {"tokens_per_s": tokens_per_s},
+        "status": "ok",
+    }
+
+
+def test_checkpointing_price_comes_from_a_pair_that_differs_in_nothing_else(tmp_path, capsys) -> None:
+    """The ablation's pair states checkpointing's speed price per method; runs that differ in anything else
+    (here the batch) or have no partner state none, and the queried model's pair wins over another's."""
+    lora = {"name": "lora", "r": 16}
+    nf4 = {"name": "qlora", "r": 16, "quant_type": "nf4", "double_quant": False}
+    records = [
+        _speed_record("smollm2-135m", lora, False, 200.0),
+        _speed_record("smollm2-135m", lora, True, 150.0),
+        _speed_record("smollm2-135m", lora, True, 20.0, batch=16),  # no partner at batch 16
+        _speed_record("other-model", lora, False, 100.0),
+        _speed_record("other-model", lora, True, 90.0),
+        _speed_record("smollm2-135m", nf4, False, 100.0),
+        _speed_record("smollm2-135m", {"name": "full"}, True, 50.0),  # no partner
+    ]
+    assert budget.checkpointing_speed_costs(records, "smollm2-135m") == {"lora": (0.75, "smollm2-135m on AMD EPYC")}
+    assert budget.checkpointing_speed_costs(records, "other-model")["lora"] == (0.9, "other-model on AMD EPYC")
+
+    # the budget's "what would fit" states the price beside the suggestion
+    for i, r in enumerate(records[:2]):
+        (tmp_path / f"{i}.json").write_text(json.dumps(r))
+    out = call_budget(capsys, "--gpu-memory", "6GB", "--model", "smollm2-135m", "--seq-len", "512", "--batch", "16",
+                      "--results", str(tmp_path))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("  - gradient checkpointing on:"))
+    assert "lora-r16" in line and "(measured price: 0.75x the tokens/s without it, smollm2-135m on AMD EPYC)" in line
