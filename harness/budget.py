@@ -97,8 +97,8 @@ def gpu_records(records: list[dict]) -> list[dict]:
     """Scale-sweep records measured on a GPU with a torch peak: what calibrates and what counts as measured.
 
     Only synthetic-data runs: their sequences are exactly max_seq_len long, while a task's batches are padded
-    to their longest example, so max_seq_len would overstate what those runs held. Only eager runs (no
-    torch.compile)."""
+    to their longest example, so max_seq_len would overstate what those runs held. Only eager runs without
+    Liger's kernels (no torch.compile, no train.liger_kernel)."""
     return [
         r
         for r in records
@@ -107,8 +107,10 @@ def gpu_records(records: list[dict]) -> list[dict]:
         and r.get("status") in ("ok", "oom")
         and r.get("metrics", {}).get("memory", {}).get("peak_torch_reserved_mib")
         and r.get("config", {}).get("model", {}).get("architecture", {}).get("model_type")
-        # the memory model counts eager autograd; a compiled graph saves other tensors
+        # the memory model counts eager autograd; a compiled graph saves other tensors, and Liger's fused linear +
+        # cross-entropy never holds the logits the model counts
         and not r.get("config", {}).get("train", {}).get("torch_compile", False)
+        and not r.get("config", {}).get("train", {}).get("liger_kernel", False)
     ]
 
 

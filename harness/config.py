@@ -138,6 +138,10 @@ class TrainConfig:
     # two in backward. false skips it during training (peft.helpers.disable_input_dtype_casting); LoRA/QLoRA
     # only (full FT has no adapters), and it needs autocast (precision bf16/fp16) to stay lossless.
     adapter_input_cast: bool = True
+    # Liger's Triton kernels, applied by HF Trainer (use_liger_kernel): fused RMSNorm, RoPE and SwiGLU, and a
+    # linear + cross-entropy that never materialises the logits. Fewer kernel launches per step and less memory
+    # traffic; CUDA only, and needs the liger-kernel package (not a dependency: `pip install liger-kernel`).
+    liger_kernel: bool = False
 
 
 @dataclass
@@ -342,6 +346,17 @@ def check_for_device(cfg: RunConfig) -> tuple[str, str]:
         "train.attn_implementation=flex_attention: torch's flex attention has no backward on a CPU "
         "(NotImplementedError at the first step); use sdpa or eager there",
     )
+    if cfg.train.liger_kernel:
+        _require(
+            device.startswith("cuda"),
+            f"train.liger_kernel=true: Liger's kernels are Triton kernels for CUDA GPUs, and this run's device is "
+            f"{device}; set it to false here",
+        )
+        _require(
+            importlib.util.find_spec("liger_kernel") is not None,
+            "train.liger_kernel=true needs the liger-kernel package, which is not installed: pip install "
+            "liger-kernel (on the GPU machine, build the kit with ../shared/device/prepare.sh liger-kernel==0.8.5)",
+        )
     return device, precision
 
 

@@ -9,7 +9,18 @@ from pathlib import Path
 
 import torch
 
-PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "datasets", "evaluate", "hydra-core", "accelerate")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "bitsandbytes",
+    "datasets",
+    "evaluate",
+    "hydra-core",
+    "accelerate",
+    "triton",
+    "liger-kernel",
+)
 
 
 def _version(package: str) -> str | None:

@@ -56,6 +56,7 @@ def scale_frame(records: list[dict]) -> pd.DataFrame:
             "measured as": source,
             "compile": "on" if cfg["train"].get("torch_compile") else "off",
             "sync-free steps": "on" if cfg["train"].get("sync_free_steps") else "off",
+            "Liger kernels": "on" if cfg["train"].get("liger_kernel") else "off",
             "attention": r["run"].get("attn_implementation") or cfg["train"].get("attn_implementation"),
             "tokens/s": m.get("tokens_per_s"),
             "tokens/s after step 1": m.get("tokens_per_s_after_first_step"),

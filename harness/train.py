@@ -268,6 +268,7 @@ def training_arguments(cfg: RunConfig, *, precision: str, device: str, output_di
         **_sampling_arguments(t.sampling),
         dataloader_num_workers=t.dataloader_workers,
         torch_compile=t.torch_compile,
+        use_liger_kernel=t.liger_kernel,
         **({"torch_compile_mode": t.torch_compile_mode} if t.torch_compile_mode else {}),
         bf16=precision == "bf16",
         fp16=precision == "fp16",

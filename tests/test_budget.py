@@ -223,6 +223,13 @@ def test_scale_report_predicts_each_gpu_run_from_the_others(tmp_path) -> None:
     paths = write_scale_report(records, tmp_path, title="scale")
     assert (tmp_path / "predicted_vs_measured.png").stat().st_size > 0
     assert "within 10 % for 4 of 4" in paths[0].read_text()
+    # a compiled run and one with Liger's fused cross-entropy hold other tensors than eager autograd counts:
+    # shown in the report, left out of the calibration
+    for field in ("torch_compile", "liger_kernel"):
+        other = _scale_record("llama-3.2-1b", {"name": "lora"}, 8, 512, 1.0)
+        other["config"]["train"][field] = True
+        assert budget.gpu_records([*records, other]) == records
+    assert set(scale_frame([*records, other])["Liger kernels"]) == {"on", "off"}
 
 
 def _speed_record(model: str, method: dict, checkpointing: bool, tokens_per_s: float, batch: int = 4) -> dict:

@@ -39,6 +39,7 @@ CONF_GROUPS = {
         "baseline",
         "harness",
         "harness_compiled",
+        "harness_liger",
         "baseline_grouped",
         "baseline_packed",
         "baseline_packed_flex",
@@ -51,6 +52,7 @@ CONF_GROUPS = {
         "baseline_sync_free",
         "baseline_no_input_cast",
         "baseline_checkpointing",
+        "baseline_liger",
     ],
 }
 
@@ -186,6 +188,7 @@ def test_flash_attention_without_its_package_is_a_clear_error(make_config, monke
         ("baseline_sync_free", {"train.sync_free_steps": True}),
         ("baseline_no_input_cast", {"train.adapter_input_cast": False}),
         ("baseline_checkpointing", {"train.gradient_checkpointing": True}),
+        ("baseline_liger", {"train.liger_kernel": True}),
     ],
 )
 def test_each_speedup_recipe_is_the_baseline_with_one_change(make_config, recipe, changed):
@@ -239,6 +242,7 @@ def test_the_compiled_candidate_is_the_harness_recipe_plus_the_named_changes(mak
         ("train.attn_implementation=flex_attention", "flex attention has no backward on a CPU"),
         ("train.precision=fp16", "train.precision=fp16 needs a GPU"),
         ("device=cuda", "no CUDA GPU is visible"),
+        ("train.liger_kernel=true", "Liger's kernels are Triton kernels for CUDA GPUs"),
     ],
 )
 def test_what_the_device_cannot_do_is_a_config_error(make_config, override, message):
@@ -251,3 +255,25 @@ def test_what_the_device_cannot_do_is_a_config_error(make_config, override, mess
 def test_skipping_peft_input_cast_needs_autocast(make_config):
     with pytest.raises(ConfigError, match="adapter_input_cast=false needs autocast"):
         check_for_device(make_config("train.adapter_input_cast=false", "train.precision=fp32"))
+
+
+def test_liger_kernels_need_their_package_on_a_gpu(make_config, monkeypatch):
+    """On a CUDA device without liger-kernel installed, the run is refused before loading, naming the package;
+    with it, the flag reaches HF Trainer's use_liger_kernel."""
+    import importlib.util
+
+    from harness import config
+    from harness.train import training_arguments
+
+    cfg = make_config("train.liger_kernel=true", "train.precision=bf16")
+    monkeypatch.setattr(config, "resolve_device", lambda requested: "cuda")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "liger_kernel" else find_spec(name, *a)
+    )
+    with pytest.raises(ConfigError, match="needs the liger-kernel package, which is not installed: pip install"):
+        check_for_device(cfg)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "liger_kernel" else None)
+    assert check_for_device(cfg) == ("cuda", "bf16")
+    assert training_arguments(cfg, precision="bf16", device="cpu", output_dir="unused").use_liger_kernel
+    assert not training_arguments(make_config(), precision="bf16", device="cpu", output_dir="unused").use_liger_kernel

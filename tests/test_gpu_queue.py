@@ -26,10 +26,10 @@ def _default_queue() -> list[tuple[str, list[str]]]:
 
 def test_every_job_of_the_default_queue_composes_and_checks():
     queue = _default_queue()
-    assert [name for name, _ in queue] == ["mfu", "bench", "speedups", "scale"]
+    assert [name for name, _ in queue] == ["mfu", "bench", "bench_liger", "mfu_liger", "speedups", "scale"]
     for name, overrides in queue:
         sweep = next(o.split("=", 1)[1] for o in overrides if o.startswith("+sweeps="))
-        assert sweep == name
+        assert name.split("_")[0] == sweep
         # the queue's own comma lists (e.g. the bench's four recipes), expanded as Hydra's sweeper would
         axes = [[f"{o.split('=', 1)[0]}={v}" for v in o.split("=", 1)[1].split(",")] for o in overrides]
         jobs = list(itertools.product(*axes))
@@ -37,6 +37,9 @@ def test_every_job_of_the_default_queue_composes_and_checks():
             load_run_config(compose_config(list(job)))
         if name == "bench":
             assert len(jobs) == 3  # documents, harness, harness_compiled (x the sweep's methods)
+        if name == "mfu_liger":  # the MFU sweep's compile x attention axes, with Liger and sync-free steps fixed
+            cfg = load_run_config(compose_config(list(jobs[0])))
+            assert cfg.train.liger_kernel and cfg.train.sync_free_steps
 
 
 def test_the_queue_packs_each_sweep_and_goes_on_after_a_failure(tmp_path, cache_dir):

@@ -14,8 +14,11 @@
 # PYTHON (default python, else python3) must import the harness: PYTHONPATH=$PWD:/tmp/site with the device kit.
 # Order and size are set by a 30-minute device budget: the MFU sweep first (it needs no model file; its first
 # 4 jobs took 2 min 33 s on the H100), then the bench without the baseline recipe (the H100 run of 6d20444
-# measured the harness recipe at 3.8-3.95x it), to stay near that run's 9 jobs in 11 min 56 s plus the compiled
-# jobs' compilation; the ablation and the scale slice come after, if time is left.
+# measured the harness recipe at 3.8-3.95x it) with the compiled candidate, 9 jobs; then the Liger candidate (3
+# jobs) and the MFU sweep's 4 jobs with Liger's kernels, apart, since a sweep is refused whole when one of its
+# jobs cannot run (here: without the liger-kernel wheel in the kit, README); the ablation (which has a Liger
+# row too) and the scale slice come after, if time is left. Regenerate one bench report from both bench
+# folders' records (python -m harness report DIR with the records of both).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 WORK=${WORK:-/tmp/gpu-queue}
@@ -23,6 +26,8 @@ PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 MODEL=${MODEL:-/tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 DEFAULT_QUEUE='mfu|+sweeps=mfu
 bench|+sweeps=bench model.path=$MODEL recipe=documents,harness,harness_compiled
+bench_liger|+sweeps=bench model.path=$MODEL recipe=harness_liger
+mfu_liger|+sweeps=mfu train.liger_kernel=true train.sync_free_steps=true
 speedups|+sweeps=speedups method=lora model.path=$MODEL train.max_steps=30
 scale|+sweeps=scale model=llama-3.2-1b,llama-2-7b method=full,lora,qlora'
 QUEUE=${QUEUE:-$DEFAULT_QUEUE}
