@@ -15,6 +15,7 @@ import sys
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.module_tracker import ModuleTracker
 
 # Ops that only change a tensor's metadata (no kernel runs).
 METADATA_OPS = frozenset(
@@ -24,12 +25,25 @@ METADATA_OPS = frozenset(
 
 
 class _CountOps(TorchDispatchMode):
-    def __init__(self) -> None:
+    """Counts ops by name and, for kernel-launching ops of the forward, by the class of the innermost module
+    running them (torch's ModuleTracker): which layers' launches a fused kernel would replace. The backward is
+    one count: the tracker's backward attribution is approximate."""
+
+    def __init__(self, tracker: ModuleTracker | None = None, classes: dict[str, str] | None = None) -> None:
         super().__init__()
         self.counts: collections.Counter[str] = collections.Counter()
+        self.by_module: collections.Counter[str] = collections.Counter()
+        self.tracker, self.classes = tracker, classes or {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[func.__name__.split(".")[0]] += 1
+        name = func.__name__.split(".")[0]
+        self.counts[name] += 1
+        if self.tracker is not None and name not in METADATA_OPS:
+            if self.tracker.is_bw:  # ModuleTracker's backward attribution is approximate: counted as a whole
+                self.by_module["(backward, all modules)"] += 1
+            else:
+                innermost = max(self.tracker.parents, key=lambda fqn: fqn.count("."))
+                self.by_module[self.classes.get(innermost, "(outside any module)")] += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -44,12 +58,21 @@ def dispatched_ops(torch_model: torch.nn.Module, input_ids: torch.Tensor, autoca
 
     step()  # lazy initialisation happens once, not per step
     torch_model.zero_grad(set_to_none=True)
-    counter = _CountOps()
-    with counter:
+    root = type(torch_model).__name__
+    classes = {f"{root}.{name}" if name else root: type(m).__name__ for name, m in torch_model.named_modules()}
+    tracker = ModuleTracker()
+    counter = _CountOps(tracker, classes)
+    with tracker, counter:
         step()
     torch_model.zero_grad(set_to_none=True)
     kernels = sum(n for op, n in counter.counts.items() if op not in METADATA_OPS)
-    return {"ops": kernels, "ops_with_metadata": sum(counter.counts.values()), "top": counter.counts.most_common(5)}
+    return {
+        "ops": kernels,
+        "ops_with_metadata": sum(counter.counts.values()),
+        "top": counter.counts.most_common(5),
+        # kernel-launching ops of the forward by the class of the innermost module that ran them; backward whole
+        "by_module": dict(counter.by_module.most_common()),
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -77,7 +100,8 @@ def main(argv: list[str]) -> int:
             n = dispatched_ops(torch_model, ids, autocast)
         print(
             f"{cfg.model.name} {cfg.method.label} {precision} batch {batch} x 128: {n['ops']} ops per forward + "
-            f"backward ({n['ops_with_metadata']} with metadata-only ones); most: {n['top']}"
+            f"backward ({n['ops_with_metadata']} with metadata-only ones); most: {n['top']}; by module class: "
+            f"{n['by_module']}"
         )
     return 0
 

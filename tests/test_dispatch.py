@@ -35,3 +35,19 @@ def test_skipping_peft_input_cast_saves_four_ops_per_adapted_layer(make_config):
     saved = _ops(make_config, "lora", 2) - _ops(make_config, "lora", 2, "train.adapter_input_cast=false")
     assert saved == 4 * adapted - 2 * 3
     assert _ops(make_config, "full", 2, "train.adapter_input_cast=false") == _ops(make_config, "full", 2)
+
+
+def test_ops_are_attributed_to_the_module_class_that_ran_them(make_config):
+    """The forward's ops by innermost module class (what a fused kernel would replace), plus the backward as one
+    count, add up to the total; every norm of the model runs the same ops."""
+    cfg = make_config("model=tiny", "method=full")
+    torch_model = models.load_base_model(
+        model=cfg.model, method=cfg.method, cache_dir=cfg.cache_dir, dtype=torch.float32, device="cpu"
+    ).train()
+    ids = torch.randint(0, torch_model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    counts = dispatched_ops(torch_model, ids, torch.bfloat16)
+    by_module = counts["by_module"]
+    assert sum(by_module.values()) == counts["ops"]
+    assert by_module["(backward, all modules)"] > 0 and by_module["Linear"] > 0
+    norms = 2 * cfg.model.architecture["num_hidden_layers"] + 1
+    assert by_module["LlamaRMSNorm"] % norms == 0 and by_module["LlamaRMSNorm"] >= 3 * norms
