@@ -172,6 +172,21 @@ def check_target_modules(torch_model: torch.nn.Module, method: MethodConfig) -> 
         )
 
 
+def check_liger_supports(torch_model: torch.nn.Module) -> None:
+    """train.liger_kernel=true on a model type Liger has no kernels for: refused before training.
+
+    Why: Liger (through HF Trainer) applies nothing to such a model and says so in an info log only, so a
+    `+liger` run would silently measure the plain model under Liger's name."""
+    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+
+    model_type = getattr(getattr(torch_model, "config", None), "model_type", None)
+    if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
+        raise ConfigError(
+            f"train.liger_kernel=true: liger-kernel has no kernels for model type {model_type!r} (it has them for "
+            f"{', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}); set it to false for this model"
+        )
+
+
 def apply_method(
     torch_model: torch.nn.Module, *, method: MethodConfig, gradient_checkpointing: bool
 ) -> torch.nn.Module:

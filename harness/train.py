@@ -347,6 +347,8 @@ def run(cfg: RunConfig) -> dict:
         # what transformers actually picked (it may fall back from the one asked for)
         record["run"]["attn_implementation"] = getattr(base.config, "_attn_implementation", None)
         models.check_target_modules(base, cfg.method)
+        if cfg.train.liger_kernel:
+            models.check_liger_supports(base)
         metrics["architecture"] = models.describe_architecture(base)
         base_eval_start = time.perf_counter()
         evaluate = cfg.eval.enabled

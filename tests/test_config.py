@@ -277,3 +277,26 @@ def test_liger_kernels_need_their_package_on_a_gpu(make_config, monkeypatch):
     assert check_for_device(cfg) == ("cuda", "bf16")
     assert training_arguments(cfg, precision="bf16", device="cpu", output_dir="unused").use_liger_kernel
     assert not training_arguments(make_config(), precision="bf16", device="cpu", output_dir="unused").use_liger_kernel
+
+
+def test_liger_on_a_model_type_it_has_no_kernels_for_is_refused(make_config, monkeypatch):
+    """Liger applies nothing to an unsupported model type (an info log only): the run is refused instead of
+    measuring the plain model under Liger's name. liger-kernel needs Triton, so its table is stood in for."""
+    import sys
+    import types
+
+    from harness import models
+
+    cfg = make_config("model=tiny")
+    tiny = models.load_base_model(
+        model=cfg.model, method=cfg.method, cache_dir=cfg.cache_dir, dtype=torch.float32, device="cpu"
+    )
+    table = types.ModuleType("liger_kernel.transformers.monkey_patch")
+    for name in ("liger_kernel", "liger_kernel.transformers"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers.monkey_patch", table)
+    table.MODEL_TYPE_TO_APPLY_LIGER_FN = {"qwen2": None, "gemma": None}
+    with pytest.raises(ConfigError, match="no kernels for model type 'llama' \\(it has them for gemma, qwen2\\)"):
+        models.check_liger_supports(tiny)
+    table.MODEL_TYPE_TO_APPLY_LIGER_FN = {"llama": None}
+    models.check_liger_supports(tiny)
