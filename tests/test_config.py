@@ -233,6 +233,12 @@ def test_the_compiled_candidate_is_the_harness_recipe_plus_the_named_changes(mak
         "optim": "adamw_torch_fused",
         "sync_free_steps": True,
     }
+    liger = train("harness_liger")
+    assert {k: v for k, v in liger.items() if harness[k] != v} == {
+        "liger_kernel": True,
+        "optim": "adamw_torch_fused",
+        "sync_free_steps": True,
+    }
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the rules are about a CPU")
