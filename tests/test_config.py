@@ -218,8 +218,9 @@ def test_a_misspelled_recipe_or_profile_is_an_error_not_a_silent_default_run(ove
         compose_config([override])
 
 
-def test_the_compiled_candidate_is_the_harness_recipe_plus_the_named_changes(make_config):
-    """harness_compiled is compared with harness in one bench run: it must differ in what it says and no more."""
+def test_the_candidates_are_the_harness_recipe_plus_the_named_changes(make_config):
+    """harness_compiled and harness_liger are compared with harness in the bench: each must differ in what it says
+    and no more."""
     import dataclasses
 
     def train(recipe: str) -> dict:
