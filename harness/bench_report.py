@@ -14,25 +14,16 @@ import pandas as pd
 
 from harness.report_page import write_table_page
 
-# Table order: the documents' recipe, the baseline, each change alone on the baseline (sweeps/speedups.yaml),
-# then the harness's recipe.
-RECIPES = (
-    "documents",
-    "baseline",
-    "baseline+grouped",
-    "baseline+packed",
-    "baseline+packed_flex",
-    "baseline+fused_adamw",
-    "baseline+workers",
-    "baseline+compile",
-    "baseline+compile_graphs",
-    "baseline+batch16",
-    "baseline-sampler",
-    "baseline+sync_free",
-    "baseline+no_input_cast",
-    "harness",
-    "harness+compiled",
-)
+
+def recipe_order(recipe: str) -> tuple[int, str]:
+    """Table order: the documents' recipe, the baseline, each change alone on the baseline (baseline+X or
+    baseline-X, sweeps/speedups.yaml), the harness's recipe, its candidates (harness+X); by name within a group.
+    A rule, not a list, so a new recipe needs no entry here."""
+    groups = ("documents", "baseline", "baseline*", "harness", "harness*")
+    for rank, group in enumerate(groups):
+        if recipe == group or (group.endswith("*") and recipe.startswith(group[:-1])):
+            return rank, recipe
+    return len(groups), recipe
 
 
 def is_bench_record(record: dict) -> bool:
@@ -102,10 +93,7 @@ def bench_frame(records: list[dict]) -> pd.DataFrame:
     # and one without torch.compile no compile columns
     optional = ("x documents", "x baseline", "compile s", "graphs", "sampler CPU %")
     frame = frame.drop(columns=[c for c in optional if frame[c].isna().all()])
-    order = {r: i for i, r in enumerate(RECIPES)}
-    return frame.sort_values(
-        ["method", "recipe"], key=lambda c: c.map(lambda r: order.get(r, len(order))) if c.name == "recipe" else c
-    )
+    return frame.sort_values(["method", "recipe"], key=lambda c: c.map(recipe_order) if c.name == "recipe" else c)
 
 
 def write_bench_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path]:

@@ -154,10 +154,7 @@ def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, float
         return {}, "no evaluated records in the results folder"
     runs = runs_frame(ok)
     runs["model"] = [r["config"]["model"]["name"] for r in ok]
-    runs["family"] = [
-        "full" if m == "full" else "lora" if m == "lora" else f"qlora-{q}{'-dq' if dq else ''}"
-        for m, q, dq in zip(runs["method"], runs["quant_type"], runs["double_quant"], strict=True)
-    ]
+    runs["family"] = [_family(r["config"]["method"]) for r in ok]
     candidates = [model_name] + [m for m in runs["model"].value_counts().index if m != model_name]
     for name in candidates:
         sub = runs[runs["model"] == name]
