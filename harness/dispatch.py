@@ -29,16 +29,16 @@ class _CountOps(TorchDispatchMode):
     running them (torch's ModuleTracker): which layers' launches a fused kernel would replace. The backward is
     one count: the tracker's backward attribution is approximate."""
 
-    def __init__(self, tracker: ModuleTracker | None = None, classes: dict[str, str] | None = None) -> None:
+    def __init__(self, tracker: ModuleTracker, classes: dict[str, str]) -> None:
         super().__init__()
         self.counts: collections.Counter[str] = collections.Counter()
         self.by_module: collections.Counter[str] = collections.Counter()
-        self.tracker, self.classes = tracker, classes or {}
+        self.tracker, self.classes = tracker, classes
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.__name__.split(".")[0]
         self.counts[name] += 1
-        if self.tracker is not None and name not in METADATA_OPS:
+        if name not in METADATA_OPS:
             if self.tracker.is_bw:  # ModuleTracker's backward attribution is approximate: counted as a whole
                 self.by_module["(backward, all modules)"] += 1
             else:
