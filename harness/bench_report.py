@@ -54,6 +54,9 @@ def bench_frame(records: list[dict]) -> pd.DataFrame:
                 "recipe": recipe,
                 "status": r["status"],
                 "batch x accum": f"{t['batch_size']} x {t['grad_accum']}",
+                # a recipe with larger batches takes fewer steps over the same examples, and maybe a larger rate
+                # (records before run.learning_rate: the method's, which they trained with)
+                "learning rate": r["run"].get("learning_rate") or r["config"].get("method", {}).get("learning_rate"),
                 "padding": "packed"
                 if t.get("packing")
                 else f"to {t['pad_to_length']}"
@@ -105,8 +108,9 @@ def write_bench_report(records: list[dict], out_dir: Path, *, title: str) -> lis
         f"Device: {', '.join(devices)}. Non-padding tokens/s over training time (and after the first step, which "
         "carries one-off costs such as torch.compile's compilation); ratios are to the same method "
         "under the documents' recipe and the baseline, where the folder has them. MFU is blank without a GPU "
-        "peak (CPU). Every recipe sees the same examples per optimizer step, so scores compare after the same "
-        "number of examples. Where ms per micro-batch barely changes with the micro-batch's size (4 x 512 padded "
+        "peak (CPU). Every recipe trains on the same number of examples (column examples), so scores compare "
+        "after the same examples; a recipe with larger batches takes fewer optimizer steps over them. Where ms per "
+        "micro-batch barely changes with the micro-batch's size (4 x 512 padded "
         "tokens against 16 unpadded examples), the step is bound by launching kernels, not by the arithmetic."
     )
     return write_table_page(out_dir, title=title, note=note, table=frame)

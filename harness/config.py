@@ -98,6 +98,14 @@ class DatasetConfig:
 class TrainConfig:
     max_steps: int = 60
     num_epochs: float | None = None
+    # The speed benchmark's recipes differ in batch size; this keeps them on the same examples. When set,
+    # max_steps counts optimizer steps of reference_batch examples, and a recipe with another batch_size x
+    # grad_accum takes max_steps x reference_batch / (batch_size x grad_accum) steps (a whole number, checked).
+    # null: max_steps as given. See optimizer_steps().
+    reference_batch: int | None = None
+    # Multiplies the method's learning rate (method.learning_rate): a recipe that takes larger batches, hence
+    # fewer steps over the same examples, can take a larger rate.
+    learning_rate_scale: float = 1.0
     batch_size: int = 8
     grad_accum: int = 1
     max_seq_len: int = 256
@@ -261,6 +269,17 @@ def check(cfg: RunConfig) -> RunConfig:
     _require(t.max_steps > 0 or (t.num_epochs or 0) > 0, "set train.max_steps > 0 or train.num_epochs > 0")
     _require(t.batch_size > 0, f"train.batch_size={t.batch_size}: must be > 0")
     _require(t.grad_accum > 0, f"train.grad_accum={t.grad_accum}: must be > 0")
+    _require(t.learning_rate_scale > 0, f"train.learning_rate_scale={t.learning_rate_scale}: must be > 0")
+    if t.reference_batch is not None:
+        _require(t.reference_batch > 0, f"train.reference_batch={t.reference_batch}: must be > 0")
+        _require(t.max_steps > 0, "train.reference_batch counts train.max_steps, which is not set (> 0)")
+        per_step = t.batch_size * t.grad_accum
+        _require(
+            t.max_steps * t.reference_batch % per_step == 0,
+            f"train.max_steps={t.max_steps} steps of train.reference_batch={t.reference_batch} examples "
+            f"({t.max_steps * t.reference_batch}) are not a whole number of steps of batch_size x grad_accum = "
+            f"{per_step}",
+        )
     _require(t.max_seq_len > 8, f"train.max_seq_len={t.max_seq_len}: must be > 8")
     _require(t.precision in PRECISIONS, f"train.precision={t.precision!r}: one of {PRECISIONS}")
     if t.pad_to_length is not None:
@@ -297,6 +316,14 @@ def check(cfg: RunConfig) -> RunConfig:
     _require(cfg.eval.latency_new_tokens > 0, "eval.latency_new_tokens must be > 0")
     _require(cfg.eval.batch_size > 0, f"eval.batch_size={cfg.eval.batch_size}: must be > 0")
     return cfg
+
+
+def optimizer_steps(max_steps: int, batch_size: int, grad_accum: int, reference_batch: int | None) -> int:
+    """The optimizer steps a run takes (<= 0: none set, the run goes by epochs). Plain values, not a TrainConfig,
+    so the report can apply it to a record's config."""
+    if reference_batch is None or max_steps <= 0:
+        return max_steps
+    return max_steps * reference_batch // (batch_size * grad_accum)
 
 
 def resolve_device(requested: str) -> str:

@@ -152,7 +152,8 @@ def conditions(records: list[dict]) -> pd.DataFrame:
             "steps x batch x grad accum",
             values(
                 lambda r: (
-                    f"{r['config']['train']['max_steps']} x {r['config']['train']['batch_size']} x "
+                    f"{r['run'].get('optimizer_steps', r['config']['train']['max_steps'])} x "
+                    f"{r['config']['train']['batch_size']} x "
                     f"{r['config']['train']['grad_accum']}"
                 )
             ),

@@ -25,7 +25,7 @@ import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
 from harness import data, env, evaluation, flops, models
-from harness.config import ConfigError, RunConfig, check_for_device
+from harness.config import ConfigError, RunConfig, check_for_device, optimizer_steps
 from harness.monitor import MemorySampler, StepLogger, compile_stats, reset_compile_stats
 from harness.results import record_stem, run_key, write_json_atomic
 
@@ -252,16 +252,17 @@ def _sampling_arguments(sampling: str) -> dict:
 
 def training_arguments(cfg: RunConfig, *, precision: str, device: str, output_dir: str) -> TrainingArguments:
     t = cfg.train
-    max_steps = t.max_steps if t.max_steps > 0 else -1
+    steps = optimizer_steps(t.max_steps, t.batch_size, t.grad_accum, t.reference_batch)
+    max_steps = steps if steps > 0 else -1
     return TrainingArguments(
         output_dir=output_dir,
         max_steps=max_steps,
         num_train_epochs=t.num_epochs or 1.0,
         per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
-        learning_rate=cfg.method.learning_rate,
+        learning_rate=cfg.method.learning_rate * t.learning_rate_scale,
         weight_decay=t.weight_decay,
-        warmup_steps=int(t.warmup_ratio * t.max_steps) if t.max_steps > 0 else 0,
+        warmup_steps=int(t.warmup_ratio * steps) if steps > 0 else 0,
         lr_scheduler_type=t.lr_scheduler,
         max_grad_norm=t.max_grad_norm,
         optim=t.optim,
@@ -318,6 +319,11 @@ def run(cfg: RunConfig) -> dict:
             "started_at": started_at,
             "device": device,
             "precision": precision,
+            # what the run trains with, where recipes derive it (train.reference_batch, learning_rate_scale)
+            "optimizer_steps": optimizer_steps(
+                cfg.train.max_steps, cfg.train.batch_size, cfg.train.grad_accum, cfg.train.reference_batch
+            ),
+            "learning_rate": cfg.method.learning_rate * cfg.train.learning_rate_scale,
         },
         "config": dataclasses.asdict(cfg),
         "metrics": {"memory": {"foreign_gpu_mib_at_start": foreign_mib}},

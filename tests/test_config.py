@@ -1,5 +1,7 @@
 """Every config composes and passes its checks; bad values fail with a message naming the field."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,6 +40,7 @@ CONF_GROUPS = {
         "documents",
         "baseline",
         "harness",
+        "harness_batch64",
         "harness_compiled",
         "harness_liger",
         "baseline_grouped",
@@ -127,6 +130,11 @@ def test_full_ft_learning_rate_is_lower_than_lora(make_config):
         (["train.pad_to_multiple_of=64", "train.packing=true"], "exclude each other"),
         (["train.torch_compile=true", "train.torch_compile_mode=fast"], "torch_compile_mode='fast'"),
         (["train.torch_compile_mode=reduce-overhead"], "needs train.torch_compile=true"),
+        (["train.learning_rate_scale=0"], "learning_rate_scale=0"),
+        (["train.reference_batch=0"], "reference_batch=0"),
+        (["train.reference_batch=16", "train.max_steps=0", "train.num_epochs=1"], "counts train.max_steps"),
+        # 3 steps of 16 examples = 48, not a whole number of steps of 4 x 5 = 20
+        (["train.reference_batch=16", "train.max_steps=3", "train.batch_size=4", "train.grad_accum=5"], "not a whole"),
     ],
 )
 def test_bad_values_fail_before_anything_loads(make_config, overrides, message):
@@ -219,8 +227,8 @@ def test_a_misspelled_recipe_or_profile_is_an_error_not_a_silent_default_run(ove
 
 
 def test_the_candidates_are_the_harness_recipe_plus_the_named_changes(make_config):
-    """harness_compiled and harness_liger are compared with harness in the bench: each must differ in what it says
-    and no more."""
+    """harness_batch64, harness_compiled and harness_liger are compared with harness in the bench: each must
+    differ in what it says and no more."""
     import dataclasses
 
     def train(recipe: str) -> dict:
@@ -234,6 +242,8 @@ def test_the_candidates_are_the_harness_recipe_plus_the_named_changes(make_confi
         "optim": "adamw_torch_fused",
         "sync_free_steps": True,
     }
+    batch64 = train("harness_batch64")
+    assert {k: v for k, v in batch64.items() if harness[k] != v} == {"batch_size": 64, "learning_rate_scale": 2.0}
     liger = train("harness_liger")
     assert {k: v for k, v in liger.items() if harness[k] != v} == {
         "liger_kernel": True,
@@ -307,3 +317,25 @@ def test_liger_on_a_model_type_it_has_no_kernels_for_is_refused(make_config, mon
         models.check_liger_supports(tiny)
     table.MODEL_TYPE_TO_APPLY_LIGER_FN = {"llama": None}
     models.check_liger_supports(tiny)
+
+
+def test_every_bench_recipe_trains_on_the_same_examples(make_config):
+    """The bench compares scores after the same examples: recipes with another batch (harness+batch64) take
+    fewer optimizer steps, through the sweep's train.reference_batch, and the record says how many."""
+    from harness.config import optimizer_steps
+    from harness.train import training_arguments
+
+    examples = set()
+    for recipe in sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "recipe").glob("*.yaml")):
+        t = make_config("+sweeps=bench", f"recipe={recipe}", "train.max_steps=60").train
+        examples.add(optimizer_steps(t.max_steps, t.batch_size, t.grad_accum, t.reference_batch) * t.batch_size
+                     * t.grad_accum)  # fmt: skip
+    assert examples == {960}
+    big = make_config("+sweeps=bench", "recipe=harness_batch64", "train.max_steps=60", "method=lora")
+    args = training_arguments(big, precision="fp32", device="cpu", output_dir="unused")
+    assert (args.max_steps, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (15, 64, 1)
+    assert args.learning_rate == pytest.approx(big.method.learning_rate * big.train.learning_rate_scale)
+    assert big.train.learning_rate_scale != 1.0
+    # outside the bench (no reference batch) max_steps is taken as given
+    assert training_arguments(make_config("recipe=harness_batch64", "train.max_steps=60"), precision="fp32",
+                              device="cpu", output_dir="unused").max_steps == 60  # fmt: skip

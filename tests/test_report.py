@@ -166,7 +166,7 @@ def test_bench_report_compares_recipes_per_method(tmp_path):
 
     def record(label: str, recipe: str, tokens_per_s: float, finished: str) -> dict:
         return {
-            "run": {"method_label": label, "finished_at": finished, "precision": "bf16"},
+            "run": {"method_label": label, "finished_at": finished, "precision": "bf16", "learning_rate": 5e-4},
             "config": {
                 "recipe_name": recipe,
                 "train": {"batch_size": 4, "grad_accum": 4, "packing": recipe == "harness",
@@ -191,6 +191,7 @@ def test_bench_report_compares_recipes_per_method(tmp_path):
     assert list(frame["x baseline"]) == [0.4, 1.0, 2.0]
     assert list(frame["padding"]) == ["to 512", "to longest", "packed"]
     assert list(frame["examples"]) == [32, 32, 32]
+    assert list(frame["learning rate"]) == [5e-4, 5e-4, 5e-4]
     assert list(frame["ms per micro-batch"]) == [200.0, 200.0, 200.0]  # 1.6 s over 2 steps x 4 micro-batches
     md, _ = write_bench_report(records, tmp_path, title="bench")
     assert "| lora-r16 | harness" in md.read_text().replace("  ", " ")

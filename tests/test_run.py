@@ -167,6 +167,9 @@ def test_speed_knobs_reach_the_trainer_and_the_model(make_config, monkeypatch):
         "eval.base_model=false",
         "eval.forgetting_chunks=0",
         "eval.latency_prompts=0",
+        # 4 steps counted in steps of 2 examples, at batch 4: 2 optimizer steps, at 3x the method's rate
+        "train.reference_batch=2",
+        "train.learning_rate_scale=3",
     )
     args = training_arguments(cfg, precision="fp32", device="cpu", output_dir="unused")
     assert (args.train_sampling_strategy, args.dataloader_num_workers) == ("group_by_length", 1)
@@ -179,6 +182,9 @@ def test_speed_knobs_reach_the_trainer_and_the_model(make_config, monkeypatch):
     record = run(cfg)
     assert record["status"] == "ok", record["error"]
     assert record["run"]["attn_implementation"] == "eager"
+    assert (cfg.train.max_steps, cfg.train.batch_size) == (4, 4)
+    assert record["metrics"]["steps"] == record["run"]["optimizer_steps"] == 2
+    assert record["run"]["learning_rate"] == pytest.approx(3 * cfg.method.learning_rate)
     assert record["metrics"]["memory"]["sampler"] == "per-step only" and not started
     assert record["metrics"]["memory"]["peak_rss_mib"] > 0
 

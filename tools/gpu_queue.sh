@@ -25,7 +25,7 @@ WORK=${WORK:-/tmp/gpu-queue}
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 MODEL=${MODEL:-/tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 DEFAULT_QUEUE='mfu|+sweeps=mfu
-bench|+sweeps=bench model.path=$MODEL recipe=documents,harness,harness_compiled
+bench|+sweeps=bench model.path=$MODEL recipe=documents,harness,harness_batch64,harness_compiled
 bench_liger|+sweeps=bench model.path=$MODEL recipe=harness_liger
 mfu_liger|+sweeps=mfu train.liger_kernel=true train.sync_free_steps=true
 speedups|+sweeps=speedups method=lora model.path=$MODEL train.max_steps=30
