@@ -318,7 +318,8 @@ def grad_accum(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict
             f"grad_accum values in these runs: {sorted(int(a) for a in runs['grad_accum'].unique())}",
             UNTESTABLE,
             "needs runs that differ in train.grad_accum at equal data, e.g. "
-            "`+sweeps=tradeoff train.grad_accum=1,8` with max_steps scaled to match",
+            "`+sweeps=tradeoff train.grad_accum=1,8 train.reference_batch=4 train.max_steps=64` (max_steps in "
+            "steps of 4 examples: 64 steps at accumulation 1, 8 at 8, the same 256 examples)",
         )
     parts = []
     for accum, sub in groups:
