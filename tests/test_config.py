@@ -243,7 +243,7 @@ def test_the_candidates_are_the_harness_recipe_plus_the_named_changes(make_confi
         "sync_free_steps": True,
     }
     batch64 = train("harness_batch64")
-    assert {k: v for k, v in batch64.items() if harness[k] != v} == {"batch_size": 64, "learning_rate_scale": 2.0}
+    assert {k: v for k, v in batch64.items() if harness[k] != v} == {"batch_size": 64, "learning_rate_scale": 4.0}
     liger = train("harness_liger")
     assert {k: v for k, v in liger.items() if harness[k] != v} == {
         "liger_kernel": True,

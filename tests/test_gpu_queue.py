@@ -36,7 +36,7 @@ def test_every_job_of_the_default_queue_composes_and_checks():
         for job in jobs:
             load_run_config(compose_config(list(job)))
         if name == "bench":
-            assert len(jobs) == 4  # documents, harness, harness_batch64, harness_compiled (x the sweep's methods)
+            assert len(jobs) == 3  # documents, harness, harness_compiled (x the sweep's methods)
         if name == "mfu_liger":  # the MFU sweep's compile x attention axes, with Liger and sync-free steps fixed
             cfg = load_run_config(compose_config(list(jobs[0])))
             assert cfg.train.liger_kernel and cfg.train.sync_free_steps

@@ -14,7 +14,7 @@
 # PYTHON (default python, else python3) must import the harness: PYTHONPATH=$PWD:/tmp/site with the device kit.
 # Order and size are set by a 30-minute device budget: the MFU sweep first (it needs no model file; its first
 # 4 jobs took 2 min 33 s on the H100), then the bench without the baseline recipe (the H100 run of 6d20444
-# measured the harness recipe at 3.8-3.95x it) with the batch-64 and compiled candidates, 12 jobs; then the Liger candidate (3
+# measured the harness recipe at 3.8-3.95x it) with the compiled candidate, 9 jobs; then the Liger candidate (3
 # jobs) and the MFU sweep's 4 jobs with Liger's kernels, apart, since a sweep is refused whole when one of its
 # jobs cannot run (here: without the liger-kernel wheel in the kit, README); the ablation (which has a Liger
 # row too) and the scale slice come after, if time is left. Regenerate one bench report from both bench
@@ -25,7 +25,7 @@ WORK=${WORK:-/tmp/gpu-queue}
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 MODEL=${MODEL:-/tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 DEFAULT_QUEUE='mfu|+sweeps=mfu
-bench|+sweeps=bench model.path=$MODEL recipe=documents,harness,harness_batch64,harness_compiled
+bench|+sweeps=bench model.path=$MODEL recipe=documents,harness,harness_compiled
 bench_liger|+sweeps=bench model.path=$MODEL recipe=harness_liger
 mfu_liger|+sweeps=mfu train.liger_kernel=true train.sync_free_steps=true
 speedups|+sweeps=speedups method=lora model.path=$MODEL train.max_steps=30
