@@ -99,6 +99,25 @@ def test_a_job_whose_process_dies_is_recorded_and_the_sweep_goes_on(tmp_path, ca
     assert (tmp_path / "reports" / "report.md").exists()
 
 
+def test_a_sigterm_to_the_sweep_stops_its_running_job_too(tmp_path, cache_dir):
+    """submitit's job process ignores SIGTERM: a SIGTERM to the sweep alone (a scheduler, `kill PID`) must not
+    leave it training on, unseen, after the sweep has gone."""
+    cmd = _sweep_cmd(tmp_path, "lora", "train.max_steps=100000", "eval.enabled=false")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache_dir), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        job = _wait_for(lambda: _job_processes(psutil.Process(proc.pid)), 120, "the job's process")[0]
+        time.sleep(5)  # into its imports or training
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+        _wait_for(lambda: not job.is_running() or job.status() == psutil.STATUS_ZOMBIE, 60, "the job to stop")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_a_sweep_killed_mid_job_resumes_with_only_what_is_missing(tmp_path, cache_dir):
     results = tmp_path / "results"
     cmd = _sweep_cmd(tmp_path, "lora_r4,lora_r8,lora")

@@ -15,7 +15,9 @@ submitit's process isolation, logs and timeouts and adds what a benchmark sweep 
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,6 +73,10 @@ class _Tail:
                 self.offsets[path] = offset + len(chunk)
                 sys.stdout.write(chunk.decode("utf-8", errors="replace"))
                 sys.stdout.flush()
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def visible_gpus() -> list[int]:
@@ -180,60 +186,74 @@ class PerProcessLauncher(BaseSubmititLauncher):
         queue = list(todo)
         durations: list[float] = []
         sweep_start = time.perf_counter()
-        while queue or running:
-            for slot in slots:
-                if slot in running or not queue:
-                    continue
-                entry = queue.pop(0)
-                idx, overrides = entry[0], entry[1]
-                gpus = [slot] if slot is not None else inherited
-                # submitit's local executor sets CUDA_VISIBLE_DEVICES to exactly the GPUs it is given
-                # (none when given none): name them, or every job would train on the CPU.
-                # (AutoExecutor does not pass visible_gpus on: set it on the local executor itself.)
-                executor._executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=gpus)
-                job_num = initial_job_idx + idx
-                job = executor.submit(
-                    self, overrides, "hydra.sweep.dir", job_num, f"job_id_for_{job_num}", Singleton.get_state()
-                )
-                log.info(
-                    "job #%d started%s: %s",
-                    job_num,
-                    f" on GPU {slot}" if slot is not None else "",
-                    " ".join(filter_overrides(overrides)),
-                )
-                tail = _Tail([job.paths.stdout, job.paths.stderr]) if self.stream_output and len(slots) == 1 else None
-                running[slot] = (job, entry, time.perf_counter(), tail)
-            time.sleep(self.poll_s)
-            for slot, (job, entry, started, tail) in list(running.items()):
-                if tail is not None:
-                    tail.pump()
+        # A SIGTERM to this process alone (a scheduler, `kill`) would end it and leave the running job's process
+        # training on, unseen, since submitit's job ignores SIGTERM. Turned into SystemExit it reaches the finally
+        # below, which stops the running jobs; Ctrl-C (KeyboardInterrupt) goes the same way.
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
+        try:
+            while queue or running:
+                for slot in slots:
+                    if slot in running or not queue:
+                        continue
+                    entry = queue.pop(0)
+                    idx, overrides = entry[0], entry[1]
+                    gpus = [slot] if slot is not None else inherited
+                    # submitit's local executor sets CUDA_VISIBLE_DEVICES to exactly the GPUs it is given
+                    # (none when given none): name them, or every job would train on the CPU.
+                    # (AutoExecutor does not pass visible_gpus on: set it on the local executor itself.)
+                    executor._executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=gpus)
+                    job_num = initial_job_idx + idx
+                    job = executor.submit(
+                        self, overrides, "hydra.sweep.dir", job_num, f"job_id_for_{job_num}", Singleton.get_state()
+                    )
+                    log.info(
+                        "job #%d started%s: %s",
+                        job_num,
+                        f" on GPU {slot}" if slot is not None else "",
+                        " ".join(filter_overrides(overrides)),
+                    )
+                    streamed = self.stream_output and len(slots) == 1
+                    tail = _Tail([job.paths.stdout, job.paths.stderr]) if streamed else None
+                    running[slot] = (job, entry, time.perf_counter(), tail)
+                time.sleep(self.poll_s)
+                for slot, (job, entry, started, tail) in list(running.items()):
+                    if tail is not None:
+                        tail.pump()
+                    if not job.done():
+                        continue
+                    if tail is not None:
+                        tail.pump()
+                    del running[slot]
+                    idx, overrides, run_cfg, _ = entry
+                    try:
+                        returns[idx] = job.results()[0]
+                        state = "finished"
+                    except Exception as e:  # the process died: no record was written, so write one
+                        path = write_process_failure(run_cfg, f"job process died: {type(e).__name__}: {e}")
+                        point(initial_job_idx + idx, path)
+                        returns[idx] = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=None)
+                        state = "died (recorded as failed)"
+                    durations.append(time.perf_counter() - started)
+                    done = len(returns)
+                    left = total - done
+                    eta = sum(durations) / len(durations) * left / len(slots)
+                    log.info(
+                        "[sweep] %d/%d jobs done (%d skipped) | job #%d %s in %s | elapsed %s | ETA %s",
+                        done,
+                        total,
+                        len(skipped),
+                        initial_job_idx + idx,
+                        state,
+                        _fmt_s(durations[-1]),
+                        _fmt_s(time.perf_counter() - sweep_start),
+                        _fmt_s(eta) if left else "-",
+                    )
+        finally:
+            for job, _, _, _ in running.values():
                 if not job.done():
-                    continue
-                if tail is not None:
-                    tail.pump()
-                del running[slot]
-                idx, overrides, run_cfg, _ = entry
-                try:
-                    returns[idx] = job.results()[0]
-                    state = "finished"
-                except Exception as e:  # the process died: no record was written, so write one
-                    path = write_process_failure(run_cfg, f"job process died: {type(e).__name__}: {e}")
-                    point(initial_job_idx + idx, path)
-                    returns[idx] = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=None)
-                    state = "died (recorded as failed)"
-                durations.append(time.perf_counter() - started)
-                done = len(returns)
-                left = total - done
-                eta = sum(durations) / len(durations) * left / len(slots)
-                log.info(
-                    "[sweep] %d/%d jobs done (%d skipped) | job #%d %s in %s | elapsed %s | ETA %s",
-                    done,
-                    total,
-                    len(skipped),
-                    initial_job_idx + idx,
-                    state,
-                    _fmt_s(durations[-1]),
-                    _fmt_s(time.perf_counter() - sweep_start),
-                    _fmt_s(eta) if left else "-",
-                )
+                    log.error("sweep stopped: cancelling job %s (it gets SIGINT)", job.job_id)
+                    job.cancel()
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
         return [returns[p[0]] for p in plan]
