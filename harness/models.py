@@ -74,6 +74,10 @@ def converted_gguf_dir(model: ModelConfig, cache_dir: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (target / "config.json").is_file():
             raise
+    except BaseException:
+        # stopped mid-save (Ctrl-C): no half-written conversion left in the cache
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return target
 
 

@@ -463,7 +463,9 @@ def run(cfg: RunConfig) -> dict:
             metrics["eval_parts_seconds"] = parts
             metrics["eval_seconds"] = sum(parts.values())
         record["status"] = "ok"
-    except ConfigError:
+    except (ConfigError, KeyboardInterrupt, SystemExit):
+        # Nothing to record: a bad config, or a run stopped (Ctrl-C; the sweep launcher's SIGINT when the sweep
+        # is stopped). Its scratch folder goes too, so a stopped run leaves nothing behind; a rerun starts afresh.
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
     except torch.OutOfMemoryError as e:

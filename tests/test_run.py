@@ -123,6 +123,27 @@ def test_failure_during_training_writes_a_failed_record(make_config, monkeypatch
     assert saved["status"] == "failed"
 
 
+def test_a_stopped_run_leaves_no_record_and_no_scratch_folder(make_config, monkeypatch, tmp_path):
+    """Ctrl-C, or the sweep launcher stopping its job (SIGINT): nothing half-written, no scratch left in /tmp."""
+    import tempfile
+
+    from transformers import Trainer
+
+    def stopped(self, *a, **k):
+        raise KeyboardInterrupt
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setattr(Trainer, "train", stopped)
+    cfg = make_config("method=lora")
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    assert not list(scratch.iterdir())
+    results = Path(cfg.results_dir)
+    assert not results.exists() or not any(results.iterdir())
+
+
 def test_oom_is_recorded_as_oom(make_config, monkeypatch):
     import torch
     from transformers import Trainer

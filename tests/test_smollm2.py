@@ -26,3 +26,18 @@ def test_smollm2_loads_from_the_gguf_cache_and_generates(make_config):
     out = model.generate(**ids, max_new_tokens=24, do_sample=False)
     text = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "4" in text or "four" in text.lower()
+
+
+@pytest.mark.slow
+def test_a_conversion_stopped_midway_leaves_nothing_in_the_cache(make_config, tmp_path, monkeypatch):
+    """Ctrl-C while the GGUF is converted: no half-written model folder that a later run would take as done."""
+    from transformers import PreTrainedTokenizerBase
+
+    def stopped(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", stopped)  # after the weights are written
+    cfg = make_config("model=smollm2-135m", f"cache_dir={tmp_path / 'fresh'}")
+    with pytest.raises(KeyboardInterrupt):
+        models.converted_gguf_dir(cfg.model, cfg.cache_dir)
+    assert not any((tmp_path / "fresh" / "models").iterdir())
