@@ -24,7 +24,7 @@ from harness import budget  # noqa: E402
 from harness.claims import check_claims, load_claims  # noqa: E402
 from harness.memory_model import Calibration, Setting  # noqa: E402
 from harness.report_page import GENERATED, html_head, inline_image  # noqa: E402
-from harness.results import load_records  # noqa: E402
+from harness.results import NOT_IN_KEY, load_records  # noqa: E402
 
 PLOTS = ("memory", "speed", "pareto", "ranks", "nf4_fp4", "loss_curves")
 
@@ -435,16 +435,9 @@ def fits_on_section(records: list[dict], calibration: Calibration) -> tuple[pd.D
     return table, note
 
 
-_NOT_CONDITIONS = {
-    "method",
-    "results_dir",
-    "cache_dir",
-    "keep_artifact",
-    "force",
-    "sweep_name",
-    "report_dir",
-    "profile_note",
-}
+# Bookkeeping fields (the same as the run key leaves out) and the method, which a comparison varies. A profile's
+# name stays a condition: records of a reduced profile are not compared with full ones.
+_NOT_CONDITIONS = {"method", *NOT_IN_KEY} - {"profile_name"}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
