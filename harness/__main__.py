@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from harness import startup
 from harness.config import ConfigError, load_run_config
 from harness.results import RECORD_POINTER, existing_ok_record, summary_table
 
@@ -24,7 +25,10 @@ log = logging.getLogger("harness")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def run_job(cfg: DictConfig) -> None:
+    startup.mark("job_entered")
     from harness.train import run  # late: keeps `--help` and config errors fast
+
+    startup.mark("libraries_imported")
 
     try:
         run_cfg = load_run_config(cfg)

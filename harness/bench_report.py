@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.report import runs_frame, time_table
 from harness.report_page import write_table_page
 
 
@@ -38,13 +39,19 @@ def _micro_batch_ms(metrics: dict, train: dict) -> float | None:
     return 1000 * seconds / micro_batches if seconds and micro_batches else None
 
 
-def bench_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per (method, recipe): the newest record of each."""
+def newest_per_job(records: list[dict]) -> list[dict]:
+    """The newest record of each (method, recipe), in the table's order: by method, then recipe_order."""
     newest: dict[tuple[str, str], dict] = {}
     for r in sorted(records, key=lambda r: r.get("run", {}).get("finished_at") or ""):
         newest[(r["run"]["method_label"], r["config"]["recipe_name"])] = r
+    return [newest[key] for key in sorted(newest, key=lambda key: (key[0], recipe_order(key[1])))]
+
+
+def bench_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per (method, recipe): the newest record of each."""
     rows = []
-    for (label, recipe), r in newest.items():
+    for r in newest_per_job(records):
+        label, recipe = r["run"]["method_label"], r["config"]["recipe_name"]
         m, t = r.get("metrics", {}), r["config"]["train"]
         mem = m.get("memory", {})
         score = m.get("score", {})
@@ -55,8 +62,9 @@ def bench_frame(records: list[dict]) -> pd.DataFrame:
                 "status": r["status"],
                 "batch x accum": f"{t['batch_size']} x {t['grad_accum']}",
                 # a recipe with larger batches takes fewer steps over the same examples, and maybe a larger rate
-                # (records before run.learning_rate: the method's, which they trained with)
-                "learning rate": r["run"].get("learning_rate") or r["config"].get("method", {}).get("learning_rate"),
+                # (records before run.learning_rate: the method's, which they trained with); as text, since the
+                # table's rounding to 3 decimals would print 5e-4 as 0
+                "learning rate": f"{r['run'].get('learning_rate') or r['config']['method']['learning_rate']:.3g}",
                 "padding": "packed"
                 if t.get("packing")
                 else f"to {t['pad_to_length']}"
@@ -113,4 +121,11 @@ def write_bench_report(records: list[dict], out_dir: Path, *, title: str) -> lis
         "micro-batch barely changes with the micro-batch's size (4 x 512 padded "
         "tokens against 16 unpadded examples), the step is bound by launching kernels, not by the arithmetic."
     )
-    return write_table_page(out_dir, title=title, note=note, table=frame)
+    # The sweep's overhead (process start, imports, scoring) beside the training it measures, for the same jobs
+    # as the table above, each named by its method and recipe.
+    jobs = newest_per_job([r for r in records if is_bench_record(r)])
+    runs = runs_frame(jobs)
+    runs["label"] = [f"{r['run']['method_label']} / {r['config']['recipe_name']}" for r in jobs]
+    time, time_note = time_table(runs)
+    sections = [("Where the time went", time_note, time)] if time is not None else []
+    return write_table_page(out_dir, title=title, note=note, table=frame, sections=sections)

@@ -25,6 +25,7 @@ from harness.claims import check_claims, load_claims  # noqa: E402
 from harness.memory_model import Calibration, Setting  # noqa: E402
 from harness.report_page import GENERATED, html_head, inline_image  # noqa: E402
 from harness.results import NOT_IN_KEY, load_records  # noqa: E402
+from harness.startup import STARTUP_PARTS  # noqa: E402
 
 PLOTS = ("memory", "speed", "pareto", "ranks", "nf4_fp4", "loss_curves")
 
@@ -72,6 +73,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 "train_s": m.get("train_seconds"),
                 "total_s": m.get("total_seconds"),
                 "process_s": m.get("process_seconds"),
+                "startup": m.get("startup_seconds") or None,  # its split (harness/startup.py); older records: None
                 "eval_s": m.get("eval_seconds"),
                 # the optional probes after training (latency, forgetting); None in records before the split
                 "probe_s": (
@@ -241,7 +243,14 @@ def time_table(runs: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
         f"Training took {share:.1f} % of the jobs' process time ({rows['train_s'].sum():.0f} of "
         f"{rows['process_s'].sum():.0f} s); the rest is overhead that MFU and tokens/s do not see."
     )
-    if probes.notna().any():
+    startups = [d for d in rows["startup"] if d] if "startup" in rows else []
+    if startups:
+        medians = pd.DataFrame(startups).median()
+        split = ", ".join(
+            f"{part.replace('_', ' ')} {medians[part]:.1f} s" for _, part in STARTUP_PARTS if part in medians
+        )
+        note += f" Start and imports, median per job: {split} (`metrics.startup_seconds` in each record)."
+    if probes.fillna(0).sum() > 0:
         note += (
             f" The optional probes (generation latency, forgetting on general text) took {probes.sum():.0f} s; "
             "`eval.latency_prompts=0 eval.forgetting_chunks=0` turn them off."

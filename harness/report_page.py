@@ -40,17 +40,30 @@ def inline_image(alt: str, path: Path) -> str:
 
 
 def write_table_page(
-    out_dir: Path, *, title: str, note: str, table: pd.DataFrame, plots: dict[str, Path] | None = None
+    out_dir: Path,
+    *,
+    title: str,
+    note: str,
+    table: pd.DataFrame,
+    plots: dict[str, Path] | None = None,
+    sections: list[tuple[str, str, pd.DataFrame]] | None = None,
 ) -> list[Path]:
-    """A one-table report (a note, the table, its plots) as report.md and report.html in out_dir."""
+    """A one-table report (a note, the table, its plots, then any further (heading, note, table) sections) as
+    report.md and report.html in out_dir."""
     out_dir = Path(out_dir)
     plots = plots or {}
+    sections = sections or []
     md = [f"# {title}", "", GENERATED, "", note, "", table.to_markdown(index=False), ""]
     md += [f"![{name}]({path.name})\n" for name, path in plots.items()]
+    for heading, section_note, section_table in sections:
+        md += [f"## {heading}", "", section_note, "", section_table.to_markdown(index=False), ""]
     md_path = out_dir / "report.md"
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
     h = html_head(title) + [f"<p>{html.escape(note)}</p>", table.to_html(index=False, escape=True, border=0)]
     h += [inline_image(name, path) for name, path in plots.items()]
+    for heading, section_note, section_table in sections:
+        h += [f"<h2>{html.escape(heading)}</h2>", f"<p>{html.escape(section_note)}</p>"]
+        h.append(section_table.to_html(index=False, escape=True, border=0))
     h.append("</body></html>")
     html_path = out_dir / "report.html"
     html_path.write_text("\n".join(h), encoding="utf-8")

@@ -20,11 +20,10 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psutil
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
-from harness import data, env, evaluation, flops, models
+from harness import data, env, evaluation, flops, models, startup
 from harness.config import ConfigError, RunConfig, check_for_device, optimizer_steps
 from harness.monitor import MemorySampler, StepLogger, compile_stats, reset_compile_stats
 from harness.results import record_stem, run_key, write_json_atomic
@@ -292,6 +291,7 @@ def training_arguments(cfg: RunConfig, *, precision: str, device: str, output_di
 def run(cfg: RunConfig) -> dict:
     """Run one configuration and write its record; returns the record. ConfigError leaves no record."""
     started = time.perf_counter()
+    startup.mark("run_started")
     started_at = datetime.now(UTC).isoformat()
     device, precision = check_for_device(cfg)
     set_seed(cfg.train.seed)
@@ -476,7 +476,8 @@ def run(cfg: RunConfig) -> dict:
         record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
     metrics["total_seconds"] = time.perf_counter() - started
     # the whole job process so far (interpreter start, imports, Hydra): the sweep's overhead per job
-    metrics["process_seconds"] = time.time() - psutil.Process().create_time()
+    metrics["process_seconds"] = startup.process_age_s()
+    metrics["startup_seconds"] = startup.startup_seconds()
     record["run"]["finished_at"] = datetime.now(UTC).isoformat()
     if partial_steps.exists():
         results_dir.mkdir(parents=True, exist_ok=True)

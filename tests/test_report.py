@@ -2,6 +2,7 @@
 escaping of model outputs, and the page as a person sees it (headless Chromium)."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -173,7 +174,7 @@ def test_bench_report_compares_recipes_per_method(tmp_path):
                           "pad_to_length": 512 if recipe == "documents" else None},
             },
             "metrics": {"steps": 2, "tokens_per_s": tokens_per_s, "mfu": None, "memory": {"peak_rss_mib": 100.0},
-                        "train_seconds": 1.6,
+                        "train_seconds": 1.6, "process_seconds": 10.0, "total_seconds": 8.0,
                         "score": {"exact_match": 0.5, "field_accuracy": 0.9}},
             "environment": {"cpu": "test cpu", "gpu_name": None},
             "status": "ok",
@@ -191,10 +192,17 @@ def test_bench_report_compares_recipes_per_method(tmp_path):
     assert list(frame["x baseline"]) == [0.4, 1.0, 2.0]
     assert list(frame["padding"]) == ["to 512", "to longest", "packed"]
     assert list(frame["examples"]) == [32, 32, 32]
-    assert list(frame["learning rate"]) == [5e-4, 5e-4, 5e-4]
+    assert list(frame["learning rate"]) == ["0.0005"] * 3
     assert list(frame["ms per micro-batch"]) == [200.0, 200.0, 200.0]  # 1.6 s over 2 steps x 4 micro-batches
     md, _ = write_bench_report(records, tmp_path, title="bench")
-    assert "| lora-r16 | harness" in md.read_text().replace("  ", " ")
+    text = " ".join(md.read_text().split())
+    assert "| lora-r16 | harness" in text
+    # the sweep's overhead, per job of the table (the superseded documents run left out), named with its recipe
+    overhead = text[text.index("## Where the time went") :]
+    assert re.findall(r"\| (lora-r16 / \w+) \|", overhead) == [
+        "lora-r16 / documents", "lora-r16 / baseline", "lora-r16 / harness"
+    ]  # fmt: skip
+    assert "Training took 16.0 % of the jobs' process time" in overhead
 
     # the ablation (sweeps/speedups.yaml): each change alone, ordered as in the ladder, ratios to the baseline
     ablation = [
@@ -240,3 +248,25 @@ def test_where_the_time_went_splits_each_jobs_process_time():
     assert list(table["data, loading, saving s"]) == [15.0, 10.0]
     assert "31.2 % of the jobs' process time (50 of 160 s)" in note
     assert "probes (generation latency, forgetting on general text) took 6 s" in note
+    assert "median per job" not in note  # these records carry no split of their start
+
+
+def test_the_time_table_states_the_median_split_of_the_jobs_start():
+    import pandas as pd
+
+    from harness.report import time_table
+
+    startup = [
+        {"interpreter_and_launcher": 1.0, "hydra_job_setup": 0.5, "library_imports": 6.0, "config_check": 0.1},
+        {"interpreter_and_launcher": 3.0, "hydra_job_setup": 0.7, "library_imports": 8.0, "config_check": 0.3},
+        None,  # a record from before the split
+    ]
+    runs = pd.DataFrame(
+        {"label": ["a", "b", "c"], "process_s": [100.0] * 3, "total_s": [90.0] * 3, "base_eval_s": [0.0] * 3,
+         "train_s": [50.0] * 3, "eval_s": [20.0] * 3, "startup": startup}
+    )  # fmt: skip
+    _, note = time_table(runs)
+    assert (
+        "median per job: interpreter and launcher 2.0 s, hydra job setup 0.6 s, library imports 7.0 s, "
+        "config check 0.2 s" in note
+    )

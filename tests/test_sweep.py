@@ -17,6 +17,7 @@ import yaml
 
 from harness.config import load_run_config
 from harness.results import run_key
+from harness.startup import STARTUP_PARTS
 
 from .conftest import FAST, ROOT, compose_config
 
@@ -147,6 +148,12 @@ def test_a_sweep_killed_mid_job_resumes_with_only_what_is_missing(tmp_path, cach
     assert sorted(records) == ["lora-r16", "lora-r4", "lora-r8"]
     assert all(r["status"] == "ok" for r in records.values())
     assert records["lora-r4"]["run"]["started_at"] == first_started, "the finished job ran again"
+    for r in records.values():  # a sweep job's start is split in full, and the split adds up to the start
+        m = r["metrics"]
+        assert list(m["startup_seconds"]) == [part for _, part in STARTUP_PARTS]
+        assert all(v >= 0 for v in m["startup_seconds"].values())
+        start = m["process_seconds"] - m["total_seconds"]
+        assert abs(sum(m["startup_seconds"].values()) - start) < 0.05, (m["startup_seconds"], start)
     assert first.exists()
     table = log[log.index("3 run(s) of this sweep") :]
     assert all(f"| {label} " in table for label in ("lora-r4", "lora-r8", "lora-r16"))
