@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 
 from harness import budget  # noqa: E402
 from harness import memory_model as mm  # noqa: E402
+from harness.report import runs_frame, time_table  # noqa: E402
 from harness.report_page import write_table_page  # noqa: E402
 
 
@@ -113,4 +114,13 @@ def write_scale_report(records: list[dict], out_dir: Path, *, title: str) -> lis
         plt.close(fig)
 
     plots = {"predicted vs measured": plot} if plot else {}
-    return write_table_page(out_dir, title=title, note=summary, table=shown, plots=plots)
+    # the sweep's overhead beside the training that MFU measures, a row per run in the table's order
+    runs = runs_frame(records)
+    runs["label"] = [
+        f"{row['model']} {row['method']} ({row['batch x seq']}, compile {row['compile']}, sync-free "
+        f"{row['sync-free steps']}, {row['attention']})"
+        for _, row in frame.iterrows()
+    ]
+    time, time_note = time_table(runs)
+    sections = [("Where the time went", time_note, time)] if time is not None else []
+    return write_table_page(out_dir, title=title, note=summary, table=shown, plots=plots, sections=sections)

@@ -209,3 +209,7 @@ def test_scale_sweep_trains_only_and_writes_the_scale_report(tmp_path, cache_dir
         assert r["metrics"]["memory"]["peak_rss_mib"] > 0
     report = (report_dir / "report.md").read_text()
     assert "| tiny    | lora-r16" in report and "predicted MiB" in report
+    # the sweep's overhead beside the training MFU sees, a row per job, the start split from the records
+    overhead = report[report.index("## Where the time went") :]
+    assert "| tiny lora-r16 (2 x 64, compile off, sync-free off, sdpa)" in overhead
+    assert "median per job: interpreter and launcher" in overhead
