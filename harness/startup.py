@@ -17,8 +17,8 @@ _marks: dict[str, float] = {}
 
 # The intervals a record states, each from the mark before it (or the process start) to its own mark.
 STARTUP_PARTS = (
-    ("harness_imported", "interpreter_and_launcher"),  # python, site, submitit's unpickling, Hydra's imports
-    ("job_entered", "hydra_job_setup"),  # Hydra composing the job's config, its output folder and logging
+    ("harness_imported", "interpreter_and_launcher"),  # python, site, submitit and the launcher's unpickling
+    ("job_entered", "hydra_job_setup"),  # the entry point's imports (Hydra, pandas), then Hydra's job set-up
     ("libraries_imported", "library_imports"),  # torch, transformers, peft, bitsandbytes, datasets, evaluate
     ("run_started", "config_check"),  # the typed config and the look for an existing record
 )
