@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -337,6 +338,7 @@ def resolve_device(requested: str) -> str:
 
 
 def cpu_has_bf16() -> bool:
+    """bf16 autocast runs on this CPU (oneDNN), natively or emulated: see cpu_native_bf16 for which."""
     import torch
 
     return bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()) and bool(
@@ -344,17 +346,53 @@ def cpu_has_bf16() -> bool:
     )
 
 
+# /proc/cpuinfo flags of native bf16 arithmetic: x86's AVX512-BF16 and AMX-BF16, aarch64's BF16 feature
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_native_bf16(cpuinfo: str | None = None) -> list[str]:
+    """The flags by which this CPU has native bf16 arithmetic (empty: none, or not Linux).
+
+    Why not oneDNN's own check (cpu_has_bf16): it is true on any AVX512 CPU, and one without AVX512-BF16
+    emulates bf16. Measured on a 2-core Xeon with AVX512F only (2026-11-26, `python -m harness method=lora
+    profile=cpu_quick`): bf16 58.4 tokens/s, fp32 139.6; a whole `make sweep` took 29.5 minutes in bf16.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return [f for f in NATIVE_BF16_FLAGS if f in flags]
+
+
 def resolve_precision(requested: str, device: str) -> str:
-    """auto: bf16 where the hardware has it (GPU, or a CPU with AVX512-BF16/AMX), else fp16 on GPU, fp32."""
+    """auto: bf16 where the hardware has it natively (GPU, or a CPU with AVX512-BF16/AMX), else fp16 on GPU, fp32."""
     if requested != "auto":
         if requested == "fp16" and device == "cpu":
             raise ConfigError("train.precision=fp16 needs a GPU; use bf16, fp32 or auto on CPU")
         return requested
     if device == "cpu":
-        return "bf16" if cpu_has_bf16() else "fp32"
+        return "bf16" if cpu_native_bf16() and cpu_has_bf16() else "fp32"
     import torch
 
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def precision_reason(requested: str, device: str, precision: str) -> str:
+    """Why a run trains in `precision`, as the record and the report state it."""
+    if requested != "auto":
+        return f"train.precision={requested}"
+    if device != "cpu":
+        return "auto: the GPU's " + ("bf16" if precision == "bf16" else "fp16 (no bf16 on this GPU)")
+    native = cpu_native_bf16()
+    if precision == "bf16":
+        return f"auto: the CPU has native bf16 ({', '.join(native)})"
+    return "auto: the CPU has no native bf16 (" + "/".join(NATIVE_BF16_FLAGS[:2]) + "), so fp32"
 
 
 def check_for_device(cfg: RunConfig) -> tuple[str, str]:

@@ -161,7 +161,15 @@ def conditions(records: list[dict]) -> pd.DataFrame:
             ),
         ),
         ("max sequence length", values(lambda r: r["config"]["train"]["max_seq_len"])),
-        ("precision", values(lambda r: r["run"]["precision"])),
+        (
+            "precision",
+            values(
+                lambda r: (
+                    r["run"]["precision"]
+                    + (f" ({r['run']['precision_reason']})" if r["run"].get("precision_reason") else "")
+                )
+            ),
+        ),
         ("gradient checkpointing", values(lambda r: r["config"]["train"]["gradient_checkpointing"])),
         ("optimizer", values(lambda r: r["config"]["train"]["optim"])),
         ("seeds", values(lambda r: r["config"]["train"]["seed"])),

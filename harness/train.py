@@ -24,7 +24,7 @@ import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
 from harness import data, env, evaluation, flops, models, startup
-from harness.config import ConfigError, RunConfig, check_for_device, optimizer_steps
+from harness.config import ConfigError, RunConfig, check_for_device, optimizer_steps, precision_reason
 from harness.monitor import MemorySampler, StepLogger, compile_stats, reset_compile_stats
 from harness.results import record_stem, run_key, write_json_atomic
 
@@ -319,6 +319,7 @@ def run(cfg: RunConfig) -> dict:
             "started_at": started_at,
             "device": device,
             "precision": precision,
+            "precision_reason": precision_reason(cfg.train.precision, device, precision),
             # what the run trains with, where recipes derive it (train.reference_batch, learning_rate_scale)
             "optimizer_steps": optimizer_steps(
                 cfg.train.max_steps, cfg.train.batch_size, cfg.train.grad_accum, cfg.train.reference_batch

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import ConfigError, check_for_device, cpu_has_bf16
+from harness.config import ConfigError, check_for_device, cpu_has_bf16, cpu_native_bf16, precision_reason
 
 CONF_GROUPS = {
     "model": [
@@ -266,7 +266,8 @@ def test_what_the_device_cannot_do_is_a_config_error(make_config, override, mess
     cfg = make_config(override)  # valid on its own: the device decides
     with pytest.raises(ConfigError, match=message):
         check_for_device(cfg)
-    assert check_for_device(make_config()) == ("cpu", "bf16" if cpu_has_bf16() else "fp32")
+    native = cpu_has_bf16() and cpu_native_bf16()
+    assert check_for_device(make_config()) == ("cpu", "bf16" if native else "fp32")
 
 
 def test_skipping_peft_input_cast_needs_autocast(make_config):
@@ -339,3 +340,30 @@ def test_every_bench_recipe_trains_on_the_same_examples(make_config):
     # outside the bench (no reference batch) max_steps is taken as given
     assert training_arguments(make_config("recipe=harness_batch64", "train.max_steps=60"), precision="fp32",
                               device="cpu", output_dir="unused").max_steps == 60  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags_line", "native"),
+    [
+        ("flags\t\t: fpu sse2 avx2 avx512f avx512bw", []),  # AVX512 without BF16: oneDNN emulates bf16
+        ("flags\t\t: fpu avx512f avx512_bf16 avx512_fp16", ["avx512_bf16"]),
+        ("flags\t\t: fpu avx512f amx_bf16 amx_tile", ["amx_bf16"]),
+        ("Features\t: fp asimd bf16 i8mm", ["bf16"]),  # aarch64
+    ],
+)
+def test_native_bf16_is_read_from_the_cpus_flags(flags_line, native):
+    assert cpu_native_bf16(f"processor\t: 0\n{flags_line}\n\nprocessor\t: 1\n{flags_line}\n") == native
+
+
+def test_auto_precision_on_a_cpu_that_emulates_bf16_is_fp32(make_config, monkeypatch):
+    """oneDNN runs bf16 on any AVX512 CPU; only a native one is worth it (2.4x slower emulated)."""
+    import harness.config as config
+
+    monkeypatch.setattr(config, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(config, "cpu_native_bf16", lambda cpuinfo=None: [])
+    assert check_for_device(make_config()) == ("cpu", "fp32")
+    assert "no native bf16" in precision_reason("auto", "cpu", "fp32")
+    assert check_for_device(make_config("train.precision=bf16")) == ("cpu", "bf16")  # asked for, it is kept
+    monkeypatch.setattr(config, "cpu_native_bf16", lambda cpuinfo=None: ["amx_bf16"])
+    assert check_for_device(make_config()) == ("cpu", "bf16")
+    assert precision_reason("auto", "cpu", "bf16") == "auto: the CPU has native bf16 (amx_bf16)"
