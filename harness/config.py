@@ -9,6 +9,7 @@ quantisation of the frozen base.
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,11 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return requested
+
+
+def cache_root() -> Path:
+    """The harness's cache folder outside a run (a run has cfg.cache_dir): FT_HARNESS_CACHE, else the default."""
+    return Path(os.environ.get("FT_HARNESS_CACHE") or RunConfig.cache_dir).expanduser()
 
 
 def cpu_has_bf16() -> bool:

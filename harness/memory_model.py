@@ -21,11 +21,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
+import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from harness.config import cache_root
+from harness.results import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 MIB = 1024**2
 GIB = 1024**3
@@ -323,6 +332,60 @@ def cached_shapes(architecture: dict[str, Any]) -> Shapes:
     return _SHAPES_CACHE[key]
 
 
+def _counts_file(architecture: dict[str, Any], base: Setting) -> Path:
+    """Where the three counts of (architecture, adapter shape) are kept between processes.
+
+    The key holds the library versions, since the count runs their model code."""
+    import peft
+    import transformers
+
+    key = json.dumps(
+        [
+            _frozen(architecture),
+            dataclasses.asdict(base),
+            torch.__version__,
+            transformers.__version__,
+            peft.__version__,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_root() / "activation_counts" / f"{architecture.get('model_type', 'model')}-{base.label}-{digest}.json"
+
+
+def _stored_counts(architecture: dict[str, Any], base: Setting) -> tuple[ActivationCount, ...]:
+    """The counts at (1, 128), (1, 256) and (2, 128), from the disk cache or counted and stored there.
+
+    Why on disk: counting takes seconds per model (about 20 s of every sweep's report went to it, measured on
+    an H200 on 2026-11-26), and the answer only changes with the model's shapes and the library versions."""
+    path = _counts_file(architecture, base)
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        return tuple(ActivationCount(**c) for c in stored["counts"])
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError) as e:  # damaged or foreign: counted again, replaced
+        log.warning("activation count cache %s unreadable (%s): counting again", path, e)
+    counts = (
+        count_saved_activations(architecture, base),
+        count_saved_activations(architecture, dataclasses.replace(base, seq_len=256)),
+        count_saved_activations(architecture, dataclasses.replace(base, batch=2)),
+    )
+    try:
+        write_json_atomic(
+            path,
+            {
+                "architecture": architecture,
+                "setting": dataclasses.asdict(base),
+                "counts": [dataclasses.asdict(c) for c in counts],
+            },
+        )
+    except OSError as e:  # a read-only cache costs time, not the answer
+        log.warning("activation counts not cached (%s)", e)
+    return counts
+
+
 def cached_activations(architecture: dict[str, Any], setting: Setting) -> ActivationCount:
     """The count at (batch, seq_len), from three counts per model and adapter shape.
 
@@ -344,11 +407,7 @@ def cached_activations(architecture: dict[str, Any], setting: Setting) -> Activa
     )
     key = (_frozen(architecture), base)
     if key not in _ACTIVATION_CACHE:
-        _ACTIVATION_CACHE[key] = (
-            count_saved_activations(architecture, base),
-            count_saved_activations(architecture, dataclasses.replace(base, seq_len=256)),
-            count_saved_activations(architecture, dataclasses.replace(base, batch=2)),
-        )
+        _ACTIVATION_CACHE[key] = _stored_counts(architecture, base)
     one_128, one_256, two_128 = _ACTIVATION_CACHE[key]
 
     def at(field: str) -> float:

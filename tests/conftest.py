@@ -34,6 +34,16 @@ def cache_dir(tmp_path_factory) -> str:
     return os.environ.get("FT_HARNESS_CACHE") or str(tmp_path_factory.mktemp("cache"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_outside_runs(cache_dir):
+    """What the harness caches outside a run (activation counts) goes to the test cache, not the user's."""
+    previous = os.environ.get("FT_HARNESS_CACHE")
+    os.environ["FT_HARNESS_CACHE"] = cache_dir
+    yield
+    if previous is None:
+        os.environ.pop("FT_HARNESS_CACHE", None)
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)

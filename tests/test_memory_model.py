@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -163,3 +164,29 @@ def test_per_layer_count_does_not_depend_on_depth() -> None:
     setting = Setting(method="full", batch=1, seq_len=32)
     deep = {**TINY, "num_hidden_layers": 5}
     assert mm.count_saved_activations(deep, setting) == mm.count_saved_activations(TINY, setting)
+
+
+def test_activation_counts_are_counted_once_per_architecture_and_kept_on_disk(tmp_path, monkeypatch) -> None:
+    """A second process (here: an emptied in-memory cache) reads the counts back instead of counting again;
+    a damaged file is counted again and replaced."""
+    monkeypatch.setenv("FT_HARNESS_CACHE", str(tmp_path))
+    monkeypatch.setattr(mm, "_ACTIVATION_CACHE", {})
+    setting = Setting("lora", batch=3, seq_len=200)
+    first = mm.predict(TINY, setting)
+    files = list((tmp_path / "activation_counts").glob("*.json"))
+    assert len(files) == 1
+
+    def must_not_count(*args, **kwargs):
+        raise AssertionError("counted again despite the disk cache")
+
+    monkeypatch.setattr(mm, "_ACTIVATION_CACHE", {})
+    with monkeypatch.context() as m:
+        m.setattr(mm, "count_saved_activations", must_not_count)
+        assert mm.predict(TINY, setting).peak_bytes == first.peak_bytes
+    files[0].write_text("{not json")
+    monkeypatch.setattr(mm, "_ACTIVATION_CACHE", {})
+    assert mm.predict(TINY, setting).peak_bytes == first.peak_bytes
+    assert json.loads(files[0].read_text())["counts"]
+    # another adapter shape is another count
+    mm.predict(TINY, dataclasses.replace(setting, r=8))
+    assert len(list((tmp_path / "activation_counts").glob("*.json"))) == 2
