@@ -51,3 +51,10 @@ def startup_seconds() -> dict[str, float]:
             parts[part] = now - previous
         previous = now
     return parts
+
+
+def forked() -> None:
+    """In a child forked from a sweep's process (hydra/launcher=forked): its age counts from the fork, and the
+    parent's marks are not its own. The interpreter and the libraries the parent imported cost it nothing."""
+    _marks.clear()
+    mark("harness_imported")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -318,6 +319,8 @@ def run(cfg: RunConfig) -> dict:
             "method_label": cfg.method.label,
             "started_at": started_at,
             "device": device,
+            # the sweep launcher that started this job's process (none for a single run)
+            "launcher": os.environ.get("FT_HARNESS_LAUNCHER"),
             "precision": precision,
             "precision_reason": precision_reason(cfg.train.precision, device, precision),
             # what the run trains with, where recipes derive it (train.reference_batch, learning_rate_scale)

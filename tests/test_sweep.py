@@ -57,12 +57,22 @@ def _env(cache_dir: str) -> dict:
     return {**os.environ, "FT_HARNESS_CACHE": cache_dir, "HF_HUB_OFFLINE": "1"}
 
 
+LAUNCHERS = ["per_process", "forked"]
+
+
+def _is_job(p: psutil.Process) -> bool:
+    """A submitit job process, or a forked job (its output goes to its job folder under .forked/)."""
+    if "submitit.core._submit" in " ".join(p.cmdline()):
+        return True
+    return any("/.forked/" in f.path for f in p.open_files())
+
+
 def _job_processes(parent: psutil.Process) -> list[psutil.Process]:
-    """The live submitit job processes under the sweep (zombies and vanished ones left out)."""
+    """The live job processes under the sweep (zombies and vanished ones left out)."""
     jobs = []
     for p in parent.children(recursive=True):
         try:
-            if p.status() != psutil.STATUS_ZOMBIE and "submitit.core._submit" in " ".join(p.cmdline()):
+            if p.status() != psutil.STATUS_ZOMBIE and _is_job(p):
                 jobs.append(p)
         except psutil.Error:
             continue
@@ -79,10 +89,11 @@ def _wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_job_whose_process_dies_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir):
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_job_whose_process_dies_is_recorded_and_the_sweep_goes_on(tmp_path, cache_dir, launcher):
     proc = subprocess.Popen(
-        _sweep_cmd(tmp_path, "lora,lora_r4"), cwd=ROOT, env=_env(cache_dir), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        _sweep_cmd(tmp_path, "lora,lora_r4", f"hydra/launcher={launcher}"), cwd=ROOT, env=_env(cache_dir),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     first_job = _wait_for(lambda: _job_processes(psutil.Process(proc.pid)), 120, "the first job's process")[0]
     first_job.send_signal(signal.SIGKILL)
@@ -100,10 +111,11 @@ def test_a_job_whose_process_dies_is_recorded_and_the_sweep_goes_on(tmp_path, ca
     assert (tmp_path / "reports" / "report.md").exists()
 
 
-def test_a_sigterm_to_the_sweep_stops_its_running_job_too(tmp_path, cache_dir):
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_sigterm_to_the_sweep_stops_its_running_job_too(tmp_path, cache_dir, launcher):
     """submitit's job process ignores SIGTERM: a SIGTERM to the sweep alone (a scheduler, `kill PID`) must not
     leave it training on, unseen, after the sweep has gone."""
-    cmd = _sweep_cmd(tmp_path, "lora", "train.max_steps=100000", "eval.enabled=false")
+    cmd = _sweep_cmd(tmp_path, "lora", "train.max_steps=100000", "eval.enabled=false", f"hydra/launcher={launcher}")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache_dir), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
@@ -119,9 +131,10 @@ def test_a_sigterm_to_the_sweep_stops_its_running_job_too(tmp_path, cache_dir):
             pass
 
 
-def test_a_sweep_killed_mid_job_resumes_with_only_what_is_missing(tmp_path, cache_dir):
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_sweep_killed_mid_job_resumes_with_only_what_is_missing(tmp_path, cache_dir, launcher):
     results = tmp_path / "results"
-    cmd = _sweep_cmd(tmp_path, "lora_r4,lora_r8,lora")
+    cmd = _sweep_cmd(tmp_path, "lora_r4,lora_r8,lora", f"hydra/launcher={launcher}")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache_dir), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     # Wait for the first record, then for the second job's process, then kill the whole sweep.
@@ -158,10 +171,11 @@ def test_a_sweep_killed_mid_job_resumes_with_only_what_is_missing(tmp_path, cach
     table = log[log.index("3 run(s) of this sweep") :]
     assert all(f"| {label} " in table for label in ("lora-r4", "lora-r8", "lora-r16"))
 
+    assert {r["run"]["launcher"] for r in records.values()} == {launcher}
     # force=true reruns a job that has an ok record
     forced = subprocess.run(
-        [*_sweep_cmd(tmp_path, "lora_r4"), "force=true"], cwd=ROOT, env=_env(cache_dir), capture_output=True,
-        text=True, timeout=600,
+        [*_sweep_cmd(tmp_path, "lora_r4", f"hydra/launcher={launcher}"), "force=true"], cwd=ROOT,
+        env=_env(cache_dir), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert forced.returncode == 0
     again = json.loads(first.read_text())
@@ -213,3 +227,92 @@ def test_scale_sweep_trains_only_and_writes_the_scale_report(tmp_path, cache_dir
     overhead = report[report.index("## Where the time went") :]
     assert "| tiny lora-r16 (2 x 64, compile off, sync-free off, sdpa)" in overhead
     assert "median per job: interpreter and launcher" in overhead
+
+
+# Run in a fresh interpreter: torch.cuda as NVML describes a one-GPU machine (is_available, device_count answer
+# without the CUDA runtime), and every call that would initialise CUDA recorded and refused.
+_CUDA_SPY = """
+import json, sys
+import torch
+calls = []
+def refuse(name):
+    def call(*args, **kwargs):
+        calls.append(name)
+        raise RuntimeError(f"torch.cuda.{name} would initialise CUDA")
+    return call
+torch.cuda.is_available = lambda: True
+torch.cuda.device_count = lambda: 1
+for name in ("_lazy_init", "init", "get_device_capability", "get_device_properties", "current_device",
+             "set_device", "is_bf16_supported", "synchronize", "mem_get_info"):
+    setattr(torch.cuda, name, refuse(name))
+from hydra_plugins.ft_harness.launcher import SAFE_PRELOAD, preload
+modules = sys.argv[1:] or list(SAFE_PRELOAD)
+preload(modules)
+print(json.dumps({"calls": calls, "imported": [m for m in modules if m in sys.modules],
+                  "heavy_left": [m for m in ("peft", "bitsandbytes") if m in sys.modules]}))
+"""
+
+
+def _preload_under_spy(*modules: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTORCH_NVML_BASED_CUDA_CHECK"}
+    out = subprocess.run([sys.executable, "-c", _CUDA_SPY, *modules], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_forked_launchers_preload_never_initialises_cuda():
+    """A CUDA context made in the sweep's process before fork would leave every forked job without a GPU."""
+    from hydra_plugins.ft_harness.launcher import SAFE_PRELOAD
+
+    safe = _preload_under_spy()
+    assert safe == {"calls": [], "imported": list(SAFE_PRELOAD), "heavy_left": []}
+    # the check can fail: bitsandbytes (and peft, which imports it) ask the GPU for its compute capability
+    assert "get_device_capability" in _preload_under_spy("bitsandbytes")["calls"]
+    assert "get_device_capability" in _preload_under_spy("peft")["calls"]
+
+
+def test_a_forked_job_ends_when_its_sweep_is_killed(tmp_path, cache_dir):
+    """kill -9 of the sweep's process alone (no finally runs there): its forked job is not left training on."""
+    cmd = _sweep_cmd(tmp_path, "lora", "train.max_steps=100000", "eval.enabled=false", "hydra/launcher=forked")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache_dir), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        job = _wait_for(lambda: _job_processes(psutil.Process(proc.pid)), 120, "the job's process")[0]
+        time.sleep(5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        _wait_for(lambda: not job.is_running() or job.status() == psutil.STATUS_ZOMBIE, 60, "the job to stop")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not list((tmp_path / "results").glob("*.json")) if (tmp_path / "results").exists() else True
+
+
+def test_forked_jobs_record_what_per_process_jobs_record(tmp_path, cache_dir):
+    """The same job under both launchers: the same training and scores; only the start differs (no interpreter,
+    no torch/transformers import in a forked job)."""
+    records = {}
+    for launcher in LAUNCHERS:
+        out = tmp_path / launcher
+        cmd = _sweep_cmd(out, "lora_r4,qlora", f"hydra/launcher={launcher}")
+        done = subprocess.run(cmd, cwd=ROOT, env=_env(cache_dir), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        records[launcher] = {
+            r["run"]["method_label"]: r for r in map(json.loads, map(Path.read_text, (out / "results").glob("*.json")))
+        }
+    assert sorted(records["forked"]) == sorted(records["per_process"]) == ["lora-r4", "qlora-nf4-r16"]
+    for label, per_process in records["per_process"].items():
+        forked = records["forked"][label]
+        assert forked["status"] == per_process["status"] == "ok"
+        assert forked["run"]["key"] == per_process["run"]["key"]
+        assert (forked["run"]["launcher"], per_process["run"]["launcher"]) == ("forked", "per_process")
+        for name in ("train_loss", "eval_loss", "train_tokens", "steps", "params", "artifact_bytes"):
+            assert forked["metrics"][name] == per_process["metrics"][name], (label, name)
+        untimed = [{k: v for k, v in r["metrics"]["score"].items() if k != "generation"} for r in (forked, per_process)]
+        assert untimed[0] == untimed[1], label
+        start = {k: r["metrics"]["startup_seconds"] for k, r in (("forked", forked), ("per_process", per_process))}
+        assert start["forked"]["interpreter_and_launcher"] < 0.1
+        assert start["forked"]["library_imports"] < start["per_process"]["library_imports"] / 2, start

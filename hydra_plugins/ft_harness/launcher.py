@@ -13,8 +13,11 @@ submitit's process isolation, logs and timeouts and adds what a benchmark sweep 
 - the terminal shows each job's own output (its progress bar) and `jobs done/total` with an ETA.
 """
 
+import contextlib
+import importlib
 import logging
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -97,6 +100,8 @@ def visible_gpus() -> list[int]:
 
 class PerProcessLauncher(BaseSubmititLauncher):
     _EXECUTOR = "local"
+    NAME = "per_process"
+    _executor: Any = None
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> None:
         """No requeue after a timeout: a benchmark job that ran out of time is recorded as failed, not rerun."""
@@ -134,23 +139,41 @@ class PerProcessLauncher(BaseSubmititLauncher):
             sys.exit(2)
         return plan
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    def _start_job(self, overrides: list[str], job_num: int, slot: int | None, inherited: list[int], sweep_dir: Path):
+        """Start one job in a fresh process (submitit's local executor); returns its submitit job."""
         import submitit
 
-        from harness.results import RECORD_POINTER, record_path, write_process_failure
+        if self._executor is None:
+            self._executor = submitit.AutoExecutor(cluster="local", folder=self.params["submitit_folder"])
+            self._executor.update_parameters(timeout_min=self.params["timeout_min"], tasks_per_node=1)
+        gpus = [slot] if slot is not None else inherited
+        # submitit's local executor sets CUDA_VISIBLE_DEVICES to exactly the GPUs it is given
+        # (none when given none): name them, or every job would train on the CPU.
+        # (AutoExecutor does not pass visible_gpus on: set it on the local executor itself.)
+        self._executor._executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=gpus)
+        return self._executor.submit(
+            self, overrides, "hydra.sweep.dir", job_num, f"job_id_for_{job_num}", Singleton.get_state()
+        )
 
-        assert self.config is not None
-        plan = self._plan(job_overrides)
+    def _plan_and_gpus(self, job_overrides: Sequence[Sequence[str]]) -> tuple[list, list[int]]:
+        """The checked plan and the GPUs jobs inherit; exits 2 on a bad configuration."""
         from harness.config import ConfigError
 
+        plan = self._plan(job_overrides)
         try:
-            inherited = visible_gpus()
+            return plan, visible_gpus()
         except ConfigError as e:
             log.error("configuration error: %s; no job started", e)
             sys.exit(2)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from harness.results import RECORD_POINTER, record_path, write_process_failure
+
+        assert self.config is not None
+        os.environ["FT_HARNESS_LAUNCHER"] = self.NAME  # the jobs' records say which launcher ran them
+        plan, inherited = self._plan_and_gpus(job_overrides)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        executor = submitit.AutoExecutor(cluster="local", folder=self.params["submitit_folder"])
 
         total = len(plan)
         skipped = [p for p in plan if p[3]]
@@ -181,7 +204,6 @@ class PerProcessLauncher(BaseSubmititLauncher):
             returns[idx] = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=None)
 
         slots: list[int | None] = list(self.gpus) if self.gpus else [None]
-        executor.update_parameters(timeout_min=self.params["timeout_min"], tasks_per_node=1)
         running: dict = {}
         queue = list(todo)
         durations: list[float] = []
@@ -198,15 +220,8 @@ class PerProcessLauncher(BaseSubmititLauncher):
                         continue
                     entry = queue.pop(0)
                     idx, overrides = entry[0], entry[1]
-                    gpus = [slot] if slot is not None else inherited
-                    # submitit's local executor sets CUDA_VISIBLE_DEVICES to exactly the GPUs it is given
-                    # (none when given none): name them, or every job would train on the CPU.
-                    # (AutoExecutor does not pass visible_gpus on: set it on the local executor itself.)
-                    executor._executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=gpus)
                     job_num = initial_job_idx + idx
-                    job = executor.submit(
-                        self, overrides, "hydra.sweep.dir", job_num, f"job_id_for_{job_num}", Singleton.get_state()
-                    )
+                    job = self._start_job(overrides, job_num, slot, inherited, sweep_dir)
                     log.info(
                         "job #%d started%s: %s",
                         job_num,
@@ -257,3 +272,250 @@ class PerProcessLauncher(BaseSubmititLauncher):
             if in_main_thread:
                 signal.signal(signal.SIGTERM, previous)
         return [returns[p[0]] for p in plan]
+
+
+# What the forked launcher imports once, in the sweep's own process, before any job: the libraries whose import
+# does not touch the CUDA driver (tests/test_sweep.py checks it). Left to each job: peft and bitsandbytes, whose
+# import asks the GPU for its compute capability (bitsandbytes.cuda_specs), which initialises CUDA; a CUDA
+# context made before fork is unusable in the child. torch's compiler modules are the larger part of
+# bitsandbytes' import time, and they are in the list.
+SAFE_PRELOAD = (
+    "torch",
+    "torch._dynamo",
+    "torch._inductor.compile_fx",
+    "transformers",
+    "transformers.modeling_utils",
+    "transformers.models.auto.modeling_auto",
+    "accelerate",
+    "datasets",
+    "evaluate",
+    "pandas",
+)
+
+
+@dataclass
+class ForkedLauncherConf(PerProcessLauncherConf):
+    _target_: str = "hydra_plugins.ft_harness.launcher.ForkedLauncher"
+    submitit_folder: str = "${hydra.sweep.dir}/.forked/%j"
+    # Modules imported once before the first job; each job is a fork of that process.
+    preload: list[str] = field(default_factory=lambda: list(SAFE_PRELOAD))
+    # After a cancel (SIGINT), a job that has not ended after this long is killed.
+    cancel_grace_s: float = 30.0
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="forked", node=ForkedLauncherConf, provider="ft-harness")
+
+
+def preload(modules: Sequence[str]) -> dict[str, float]:
+    """Import `modules` in this process, CUDA checks through NVML only; returns seconds per module.
+
+    PYTORCH_NVML_BASED_CUDA_CHECK makes torch.cuda.is_available() ask NVML instead of the CUDA runtime, whose
+    first call would initialise the driver in this process and leave the forked jobs without CUDA."""
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+    seconds: dict[str, float] = {}
+    for name in modules:
+        start = time.perf_counter()
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 (an optimisation only: the job imports what it needs itself)
+            log.warning("preload of %s failed (%s); the jobs import it themselves", name, e)
+        seconds[name] = time.perf_counter() - start
+    return seconds
+
+
+def cuda_initialised() -> bool:
+    """Whether this process has a CUDA context (a fork of it could not use CUDA)."""
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_initialized())
+
+
+@dataclass
+class _ForkedPaths:
+    stdout: Path
+    stderr: Path
+    result: Path
+
+
+class _ForkedJob:
+    """One job in a child forked from the sweep's process; answers what the launch loop asks of a submitit job."""
+
+    def __init__(self, pid: int, folder: Path, timeout_s: float, cancel_grace_s: float) -> None:
+        self.pid = pid
+        self.job_id = str(pid)
+        self.paths = _ForkedPaths(folder / "stdout", folder / "stderr", folder / "result.pkl")
+        self.started = time.monotonic()
+        self.timeout_s = timeout_s
+        self.cancel_grace_s = cancel_grace_s
+        self.exit: str | None = None  # how the process ended, once it has
+
+    def done(self) -> bool:
+        if self.exit is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.exit = (
+                    f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+                    if os.WIFSIGNALED(status)
+                    else f"exit code {os.waitstatus_to_exitcode(status)}"
+                )
+            elif time.monotonic() - self.started > self.timeout_s:
+                log.error("job %s ran past timeout_min: killing it", self.job_id)
+                self._kill(signal.SIGKILL)
+        return self.exit is not None
+
+    def results(self) -> list[JobReturn]:
+        """The child's JobReturn; raises when the process ended without one (killed, crashed)."""
+        if not self.paths.result.exists():
+            raise RuntimeError(f"the job's process ended without a result ({self.exit})")
+        with self.paths.result.open("rb") as f:
+            return [pickle.load(f)]
+
+    def _kill(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def cancel(self) -> None:
+        """SIGINT as submitit's cancel sends it (the run cleans up and leaves no record); SIGKILL after the grace."""
+        self._kill(signal.SIGINT)
+        deadline = time.monotonic() + self.cancel_grace_s
+        while not self.done() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not self.done():
+            self._kill(signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send this process SIGINT when the sweep's process dies (kill -9 included), so no job trains
+    on, orphaned, after its sweep has gone. SIGINT: the run then removes its scratch folder as on Ctrl-C."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGINT)
+
+
+class ForkedLauncher(PerProcessLauncher):
+    """`hydra/launcher=forked`: the heavy libraries are imported once per sweep; each job runs in a child forked
+    from that process, so it starts in well under a second instead of re-importing torch and transformers.
+
+    What a job keeps from running in a process of its own: its CUDA context and caching allocator (CUDA is never
+    initialised in the parent: the plan, which asks the GPU about bf16, runs in a forked child too), its own
+    record, `oom`/`failed` records when it dies, Ctrl-C / SIGTERM / kill -9 handling and resume.
+    """
+
+    NAME = "forked"
+
+    def __init__(self, **params: Any) -> None:
+        self.preload_modules: list[str] = list(params.pop("preload", SAFE_PRELOAD))
+        self.cancel_grace_s: float = float(params.pop("cancel_grace_s", 30.0))
+        super().__init__(**params)
+
+    def _plan_and_gpus(self, job_overrides: Sequence[Sequence[str]]) -> tuple[list, list[int]]:
+        """The plan is made in a forked child: checking a job asks the GPU (bf16 support), which would create a
+        CUDA context in this process."""
+        seconds = preload(self.preload_modules)
+        log.info("preloaded %d module(s) for the forked jobs in %.1f s", len(seconds), sum(seconds.values()))
+        if cuda_initialised():
+            log.error("a preloaded module initialised CUDA, so forked jobs could not use the GPU; no job started "
+                      "(drop it from hydra.launcher.preload, or use hydra/launcher=per_process)")  # fmt: skip
+            sys.exit(2)
+        read, write = os.pipe()
+        _flush()
+        pid = os.fork()
+        if pid == 0:  # the planning child
+            os.close(read)
+            code = 0
+            try:
+                payload = ("ok", super()._plan_and_gpus(job_overrides))
+            except SystemExit as e:
+                payload, code = ("exit", e.code), 0
+            except BaseException as e:  # noqa: BLE001 (handed to the parent, which raises it)
+                payload = ("error", f"{type(e).__name__}: {e}")
+            with os.fdopen(write, "wb") as f:
+                pickle.dump(payload, f)
+            _flush()
+            os._exit(code)
+        os.close(write)
+        with os.fdopen(read, "rb") as f:
+            data = f.read()
+        os.waitpid(pid, 0)
+        if not data:
+            raise RuntimeError("the sweep's planning process died before it answered")
+        kind, value = pickle.loads(data)
+        if kind == "exit":
+            sys.exit(value)
+        if kind == "error":
+            raise RuntimeError(f"planning the sweep failed: {value}")
+        return value
+
+    def _start_job(self, overrides: list[str], job_num: int, slot: int | None, inherited: list[int], sweep_dir: Path):
+        folder = Path(str(self.params["submitit_folder"]).replace("%j", f"job{job_num}"))
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("stdout", "stderr", "result.pkl"):
+            (folder / name).unlink(missing_ok=True)
+        _flush()
+        pid = os.fork()
+        if pid == 0:
+            self._run_child(overrides, job_num, slot, folder)  # never returns
+        return _ForkedJob(pid, folder, timeout_s=self.params["timeout_min"] * 60, cancel_grace_s=self.cancel_grace_s)
+
+    def _run_child(self, overrides: list[str], job_num: int, slot: int | None, folder: Path) -> None:
+        """The job, in the forked child: output to its files, the GPU it was given, Hydra's own run_job."""
+        code = 1
+        try:
+            from harness import startup
+
+            startup.forked()
+            _die_with_parent()
+            # SIGINT (Ctrl-C, cancel) raises KeyboardInterrupt and SIGTERM (the parent's handler, inherited)
+            # SystemExit: either way the run removes its scratch folder and writes no record
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for fd, name in ((1, "stdout"), (2, "stderr")):
+                target = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(target, fd)
+                os.close(target)
+            if slot is not None:  # before anything in this process touches CUDA
+                os.environ["CUDA_VISIBLE_DEVICES"] = str(slot)
+            result = self._run_here(overrides, job_num)
+            tmp = folder / "result.pkl.tmp"
+            with tmp.open("wb") as f:
+                pickle.dump(result, f)
+            os.replace(tmp, folder / "result.pkl")
+            code = 0
+        except KeyboardInterrupt:
+            code = 128 + signal.SIGINT
+        except BaseException:  # noqa: BLE001 (the parent records a job that ended without a result)
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            _flush()
+            os._exit(code)
+
+    def _run_here(self, overrides: list[str], job_num: int) -> JobReturn:
+        """BaseSubmititLauncher.__call__ without submitit's job environment (there is none in a fork)."""
+        from hydra.core.utils import run_job, setup_globals
+        from omegaconf import open_dict
+
+        assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        setup_globals()
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(sweep_config.hydra.job) as job:
+            job.id = f"forked_{os.getpid()}"
+            job.num = job_num
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+
+
+def _flush() -> None:
+    """Before fork: what this process has buffered would otherwise be written twice."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
