@@ -256,9 +256,16 @@ def compile_stats() -> dict:
     counters, times = dynamo_utils.counters, dynamo_utils.compilation_time_metrics
     breaks = counters.get("graph_break", {})
     seconds = [sum(times[k]) for k in ("_compile.compile_inner", "compile_fx.<locals>.bw_compiler") if k in times]
+    inductor, aot = counters.get("inductor", {}), counters.get("aot_autograd", {})
     return {
         "graphs": counters.get("stats", {}).get("unique_graphs"),
         "graph_breaks": sum(breaks.values()),
         "graph_break_reasons": [reason for reason, _ in breaks.most_common(3)] if breaks else [],
         "compile_seconds": sum(seconds) if seconds else None,
+        # whether this job compiled or reused what an earlier job of the machine compiled (Inductor's on-disk
+        # caches, in TORCHINDUCTOR_CACHE_DIR: the GPU plan gives a whole plan one)
+        "fx_graph_cache_hits": inductor.get("fxgraph_cache_hit", 0),
+        "fx_graph_cache_misses": inductor.get("fxgraph_cache_miss", 0),
+        "aot_autograd_cache_hits": aot.get("autograd_cache_hit", 0),
+        "cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
     }

@@ -56,6 +56,9 @@ def scale_frame(records: list[dict]) -> pd.DataFrame:
             "measured MiB": measured,
             "measured as": source,
             "compile": "on" if cfg["train"].get("torch_compile") else "off",
+            # compiling happens inside the first steps: stated apart, since it is paid once per machine when the
+            # Inductor cache is reused (fx_graph_cache_hits in the record)
+            "compile s": (m.get("compile") or {}).get("compile_seconds"),
             "sync-free steps": "on" if cfg["train"].get("sync_free_steps") else "off",
             "Liger kernels": "on" if cfg["train"].get("liger_kernel") else "off",
             "attention": r["run"].get("attn_implementation") or cfg["train"].get("attn_implementation"),

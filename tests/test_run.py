@@ -275,6 +275,22 @@ def test_a_compiled_run_records_what_torch_compile_did(make_config):
     assert "compile" not in run(make_config("method=lora", "eval.enabled=false"))["metrics"]
 
 
+def test_a_second_compiled_job_reuses_the_first_ones_inductor_cache(make_config, tmp_path, monkeypatch):
+    """The GPU plan gives its jobs one TORCHINDUCTOR_CACHE_DIR so only the first compiled job pays for Inductor's
+    compilation; the record says whether a job compiled or reused (here: a fresh compile, then a cache hit)."""
+    import torch._dynamo
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    overrides = ("method=lora", "train.torch_compile=true", "train.pad_to_multiple_of=64", "train.max_steps=2",
+                 "eval.enabled=false", "force=true")  # fmt: skip
+    torch._dynamo.reset()  # as in a fresh job process: nothing compiled in memory
+    first = run(make_config(*overrides))["metrics"]["compile"]
+    torch._dynamo.reset()
+    second = run(make_config(*overrides))["metrics"]["compile"]
+    assert first["fx_graph_cache_misses"] > 0 and first["cache_dir"] == str(tmp_path / "inductor")
+    assert second["fx_graph_cache_hits"] > 0 and second["fx_graph_cache_misses"] == 0
+
+
 @pytest.mark.parametrize("method", ["full", "qlora"])
 def test_the_memory_samplers_own_cost_is_recorded(records, method):
     """The background sampler's CPU time is measured in every run (the issue's monitoring budget is 1 %), at
