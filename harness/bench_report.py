@@ -14,6 +14,7 @@ import pandas as pd
 
 from harness.report import runs_frame, time_table
 from harness.report_page import write_table_page
+from harness.results import peak_memory
 
 
 def recipe_order(recipe: str) -> tuple[int, str]:
@@ -79,9 +80,7 @@ def bench_frame(records: list[dict]) -> pd.DataFrame:
                 # torch.compile's seconds within training, and its graphs (more than one: breaks or new shapes)
                 "compile s": (m.get("compile") or {}).get("compile_seconds"),
                 "graphs": (m.get("compile") or {}).get("graphs"),
-                "peak MiB": mem.get("peak_nvml_process_mib")
-                or mem.get("peak_torch_reserved_mib")
-                or mem.get("peak_rss_mib"),
+                "peak MiB": peak_memory(r)[0],
                 # the memory sampler thread's CPU time over the training time: the monitoring's overhead
                 "sampler CPU %": mem["sampler_cpu_share"] * 100 if mem.get("sampler_cpu_share") is not None else None,
                 "eval loss": m.get("eval_loss"),

@@ -19,7 +19,8 @@ import pandas as pd
 import yaml
 
 from harness import memory_model as mm
-from harness.memory_model import GIB, MIB, Calibration, Setting
+from harness.calibration import calibrate, measured_peak
+from harness.memory_model import GIB, MIB, Calibrations, Setting
 
 CONF_MODEL_DIR = Path(__file__).resolve().parent.parent / "conf" / "model"
 # GPU vendors' "24GB", "80GB" are binary: an RTX 4090 has 24 GiB, an H100 80GB has 80 GiB.
@@ -63,6 +64,20 @@ def architecture_of(model: str) -> tuple[str, dict]:
     return cfg["name"], cfg["architecture"]
 
 
+def target_modules(model: str, text: str) -> tuple[str, ...]:
+    """--target-modules as a tuple, each a linear layer of the model's decoder layers."""
+    _, arch = architecture_of(model)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    available = sorted({full.rsplit(".", 1)[-1] for full in mm.cached_shapes(arch).linear})
+    unknown = [n for n in names if n not in available]
+    if not names or unknown:
+        raise BudgetError(
+            f"--target-modules {text!r}: {', '.join(unknown) or 'none given'} not a layer of {model}; "
+            f"its linear layers: {', '.join(available)}"
+        )
+    return tuple(names)
+
+
 def settings(base: Setting) -> dict[str, Setting]:
     """The methods compared, at the user's conditions."""
     return {
@@ -75,71 +90,6 @@ def settings(base: Setting) -> dict[str, Setting]:
 
 
 # ---------------------------------------------------------------------------------------------- records
-
-
-def setting_of_record(record: dict) -> Setting:
-    cfg = record["config"]
-    m, t = cfg["method"], cfg["train"]
-    return Setting(
-        method=m["name"],
-        batch=t["batch_size"],
-        seq_len=t["max_seq_len"],
-        gradient_checkpointing=t["gradient_checkpointing"],
-        optim=t["optim"],
-        r=m.get("r") or 16,
-        target_modules=tuple(m.get("target_modules") or Setting.target_modules),
-        quant_type=m.get("quant_type") or "nf4",
-        double_quant=bool(m.get("double_quant")),
-    )
-
-
-def gpu_records(records: list[dict]) -> list[dict]:
-    """Scale-sweep records measured on a GPU with a torch peak: what calibrates and what counts as measured.
-
-    Only synthetic-data runs: their sequences are exactly max_seq_len long, while a task's batches are padded
-    to their longest example, so max_seq_len would overstate what those runs held. Only eager runs without
-    Liger's kernels (no torch.compile, no train.liger_kernel)."""
-    return [
-        r
-        for r in records
-        if r.get("run", {}).get("device") == "cuda"
-        and r.get("config", {}).get("dataset", {}).get("source") == "synthetic"
-        and r.get("status") in ("ok", "oom")
-        and r.get("metrics", {}).get("memory", {}).get("peak_torch_reserved_mib")
-        and r.get("config", {}).get("model", {}).get("architecture", {}).get("model_type")
-        # the memory model counts eager autograd; a compiled graph saves other tensors, and Liger's fused linear +
-        # cross-entropy never holds the logits the model counts
-        and not r.get("config", {}).get("train", {}).get("torch_compile", False)
-        and not r.get("config", {}).get("train", {}).get("liger_kernel", False)
-    ]
-
-
-def calibrate(records: list[dict]) -> Calibration:
-    rows = []
-    for r in gpu_records(records):
-        if r["status"] != "ok":
-            continue  # an oom peak is a lower bound, not the run's peak
-        arch = r["config"]["model"]["architecture"]
-        try:
-            p = mm.predict(arch, setting_of_record(r))
-        except (ValueError, RuntimeError):
-            continue
-        activations = p.components["activations"] + p.components["logits_gradient"]
-        static = p.peak_bytes - activations
-        rows.append((static, activations, r["metrics"]["memory"]["peak_torch_reserved_mib"] * MIB))
-    return mm.fit_calibration(rows, target="torch_reserved")
-
-
-def measured_peak(records: list[dict], model_name: str, setting: Setting) -> tuple[float, str] | None:
-    """(peak bytes, status) of a GPU record of exactly this model and setting, if one exists."""
-    for r in gpu_records(records):
-        if r["config"]["model"]["name"] != model_name:
-            continue
-        if setting_of_record(r) == setting:
-            mem = r["metrics"]["memory"]
-            peak = mem.get("peak_nvml_process_mib") or mem["peak_torch_reserved_mib"]
-            return peak * MIB, r["status"]
-    return None
 
 
 def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, float], str]:
@@ -230,14 +180,16 @@ def answer(
     for label, setting in settings(base).items():
         measured = measured_peak(records, name, setting)
         predicted = mm.predict(arch, setting, calibration)
-        peak = measured[0] if measured and measured[1] == "ok" else predicted.peak_bytes
-        fits = peak <= usable and not (measured and measured[1] == "oom")
+        is_measured = bool(measured and measured[1] == "ok")
+        peak = measured[0] if is_measured else predicted.peak_bytes
+        band = None if is_measured else _error_band(predicted.calibration)
         rows.append(
             {
                 "method": setting.label if label != "lora" else f"lora-r{setting.r}",
                 "peak GiB": round(peak / GIB, 2),
                 "from": ("measured" if measured[1] == "ok" else "measured: oom") if measured else "predicted",
-                "fits": "yes" if fits else "no",
+                "error band": "measured" if is_measured else (f"±{band:.1f} %" if band is not None else "no fit"),
+                "fits": _fits(peak, usable, band, oom=bool(measured and measured[1] == "oom")),
                 "headroom GiB": round((usable - peak) / GIB, 2),
                 "quality cost (pts vs full)": _gap(gaps, label),
                 "weights+grads+optim GiB": round(
@@ -258,18 +210,34 @@ def answer(
         f"conditions: batch {base.batch} x {base.seq_len} tokens, gradient checkpointing "
         f"{'on' if base.gradient_checkpointing else 'off'}, optimizer {base.optim}, LoRA r={base.r} on "
         f"{','.join(base.target_modules)}; full FT = fp32 weights + bf16 autocast",
-        f"memory model: {calibration.describe()}",
+        "memory model (NVML process peak; the error band of a predicted figure is the worst error on a "
+        f"configuration left out of its family's fit): {calibration.describe()}",
         f"for comparison, `accelerate estimate-memory` (full FT in fp32, batch 1, no activations): "
         f"{mm.accelerate_estimate_bytes(arch) / GIB:.1f} GiB",
         f"quality: {gap_note}",
     ]
-    fitting = table[table["fits"] == "yes"]
+    fitting = table[table["fits"].str.startswith("yes")]
     if not fitting.empty:
         lines.append("recommendation: " + _recommend(fitting, gaps))
     else:
         lines.append("nothing fits at these conditions. What would:")
         lines.extend(_what_would_fit(arch, name, base, usable, calibration, records))
     return table.drop(columns="_family"), lines
+
+
+def _error_band(calibration: mm.Calibration) -> float | None:
+    """The share a predicted peak may be off: the worst error on configurations left out of its family's fit;
+    None where the family is not calibrated (no such error exists)."""
+    return calibration.heldout_max_error_pct if calibration.calibrated else None
+
+
+def _fits(peak: float, usable: float, band_pct: float | None, *, oom: bool) -> str:
+    """yes / no, or "within the error band" where the prediction's band straddles the usable memory."""
+    if oom or peak > usable:
+        return "no"
+    if band_pct is not None and peak * (1 + band_pct / 100) > usable:
+        return "yes, within the error band"
+    return "yes"
 
 
 def _gap(gaps: dict[str, float], family: str) -> str:
@@ -315,7 +283,7 @@ def _recommend(fitting: pd.DataFrame, gaps: dict[str, float]) -> str:
 
 
 def _what_would_fit(
-    arch: dict, name: str, base: Setting, usable: float, calibration: Calibration, records: list[dict]
+    arch: dict, name: str, base: Setting, usable: float, calibration: Calibrations, records: list[dict]
 ) -> list[str]:
     cheapest = dataclasses.replace(base, method="qlora", quant_type="nf4", double_quant=True)
     changes = [
@@ -359,7 +327,7 @@ def _what_would_fit(
 
 
 def fits_on_table(
-    models: list[str], base: Setting, calibration: Calibration | None = None, gpus: tuple[int, ...] = COMMON_GPUS_GIB
+    models: list[str], base: Setting, calibration: Calibrations | None = None, gpus: tuple[int, ...] = COMMON_GPUS_GIB
 ) -> pd.DataFrame:
     """Predicted peak per (model, method) and whether it fits each common GPU (10% kept free)."""
     rows = []
@@ -390,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in backward")
     p.add_argument("--optim", default="adamw_torch", help=f"one of {', '.join(mm.OPTIMIZER_STATE_BYTES)}")
     p.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16)")
+    p.add_argument(
+        "--target-modules",
+        default=",".join(Setting.target_modules),
+        help="the layers LoRA adapts, comma-separated (default: all seven projections; the documents' recipe: "
+        "q_proj,v_proj)",
+    )
     p.add_argument("--margin", type=float, default=0.1, help="share of GPU memory kept free (default 0.1)")
     p.add_argument("--results", default="results", help="folder of run records (measured peaks, quality)")
     return p
@@ -413,6 +387,7 @@ def main(argv: list[str]) -> int:
             gradient_checkpointing=args.gradient_checkpointing,
             optim=args.optim,
             r=args.rank,
+            target_modules=target_modules(args.model, args.target_modules),
         )
         table, lines = answer(args.model, gpu_bytes, base, margin=args.margin, results_dir=Path(args.results))
     except BudgetError as e:

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from harness.calibration import calibrate, measured_peak
+
 if TYPE_CHECKING:
     from harness import memory_model as mm
 
@@ -55,7 +57,7 @@ def memory_at_scale(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) ->
     from harness import budget
     from harness import memory_model as mm
 
-    calibration = params.get("_calibration") or mm.Calibration()
+    calibration = params.get("_calibration") or mm.Calibrations()
     name, arch = budget.architecture_of(params["model"])
     setting = mm.Setting(
         method=params["method"],
@@ -70,12 +72,12 @@ def memory_at_scale(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) ->
         f"{name} {setting.label}, batch {setting.batch} x {setting.seq_len} tokens, checkpointing "
         f"{'on' if setting.gradient_checkpointing else 'off'}, {setting.optim}"
     )
-    measured = budget.measured_peak(params.get("_records") or [], name, setting)
+    measured = measured_peak(params.get("_records") or [], name, setting)
     prediction = mm.predict(arch, setting, calibration)
     if measured and measured[1] == "ok":
         peak, source = measured[0] / mm.GIB, "measured on a GPU"
     else:
-        peak, source = prediction.peak_gib, f"memory model, {calibration.describe()}"
+        peak, source = prediction.peak_gib, f"memory model, {prediction.calibration.describe()}"
     text = f"{conditions}: {peak:.1f} GiB" + ("" if measured else f" = {prediction.arithmetic()}")
     kind = params["kind"]
     if kind == "above":
@@ -348,14 +350,13 @@ def check_claims(
     runs: pd.DataFrame,
     variants: pd.DataFrame,
     records: list[dict] | None = None,
-    calibration: mm.Calibration | None = None,
+    calibration: mm.Calibrations | None = None,
 ) -> pd.DataFrame:
     """One row per claim: id, claim, source, measured, verdict, why. `records` (GPU ones) calibrate the memory
     model (unless `calibration` is given) and stand as measurements for the claims at scale."""
-    from harness import budget
 
     records = records or []
-    extra = {"_records": records, "_calibration": calibration or budget.calibrate(records)}
+    extra = {"_records": records, "_calibration": calibration or calibrate(records)}
     rows = []
     for claim in load_claims()["claims"]:
         result = CHECKS[claim["check"]](runs, variants, {**claim.get("params", {}), **extra})

@@ -13,8 +13,10 @@ and calibrated for what cannot:
 - activations: the bytes autograd saves for backward, counted with saved-tensor hooks on one forward of the
   meta model at the run's batch and sequence length (per decoder layer, so gradient checkpointing, which keeps
   only each layer's input plus one layer's activations, follows from the same count);
-- the rest (CUDA context, allocator slack, kernels' temporaries): `calibrate` fits a scale on activations and a
-  constant against measured peaks, and reports its error on records it was not fitted on.
+- the rest, per method family (harness/calibration.py): the CUDA context, measured in every GPU record as the
+  NVML process peak minus torch's reserved peak, plus a factor on the counted tensors for the allocator's
+  cache and the kernels' workspaces, fitted on GPU records of that family, with its error on configurations
+  left out of the fit. What is predicted is the NVML process peak: what the driver sees the process hold.
 """
 
 from __future__ import annotations
@@ -281,24 +283,63 @@ def activation_bytes(count: ActivationCount, num_layers: int, gradient_checkpoin
     return num_layers * count.per_layer + count.outside_layers
 
 
+# Calibrated only with this many distinct configurations of a method family (a fit on fewer has no error worth
+# stating on configurations it was not fitted on).
+MIN_CONFIGS = 3
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """peak = static + activation_scale * (activations + transient) + constant_bytes."""
+    """NVML process peak = tensors_scale x (counted tensors) + context_bytes, for one method family.
 
-    activation_scale: float = 1.0
-    constant_bytes: float = 0.0
+    Why this form and not a free scale and constant: on the H200 records of 2026-11-26 the peak beyond the
+    counted tensors was proportional to them (LoRA: 8.5-9.8 %) on top of a CUDA context that every record
+    measures directly (NVML minus torch reserved: 758 MiB in each). Two of those three LoRA configurations have
+    nearly the same activations, so a free scale and constant fitted on them extrapolated the third 53 % off;
+    one factor over the measured context, 0.9 %."""
+
+    tensors_scale: float = 1.0
+    context_bytes: float = 0.0
+    family: str = "all"
     n_records: int = 0
-    target: str = "torch_reserved"  # which measured peak it was fitted on
-    heldout_error_pct: float | None = None
+    n_configs: int = 0
+    target: str = "nvml_process"  # which measured peak it was fitted on
+    heldout_error_pct: float | None = None  # mean |error| over configurations left out of the fit, one at a time
+    heldout_max_error_pct: float | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        return self.n_configs >= MIN_CONFIGS and self.heldout_error_pct is not None
 
     def describe(self) -> str:
         if not self.n_records:
-            return "uncalibrated (no measured GPU records): activations x 1.0, no constant"
-        err = f"{self.heldout_error_pct:.1f}%" if self.heldout_error_pct is not None else "n/a"
-        return (
-            f"calibrated on {self.n_records} GPU records ({self.target}): activations x {self.activation_scale:.2f}"
-            f" + {self.constant_bytes / MIB:.0f} MiB; mean abs error on held-out records {err}"
+            context = f" + CUDA context {self.context_bytes / MIB:.0f} MiB" if self.context_bytes else ""
+            return f"{self.family}: uncalibrated (no GPU record of this family): counted tensors x 1.00{context}"
+        fit = (
+            f"counted tensors x {self.tensors_scale:.3f} + CUDA context {self.context_bytes / MIB:.0f} MiB, fitted on "
+            f"{self.n_configs} configuration(s) ({self.n_records} GPU records, {self.target})"
         )
+        if self.calibrated:
+            return (
+                f"{self.family}: calibrated, {fit}; error on a configuration left out of the fit: mean "
+                f"{self.heldout_error_pct:.1f} %, worst {self.heldout_max_error_pct:.1f} %"
+            )
+        return f"{self.family}: not calibrated ({MIN_CONFIGS} configurations needed), {fit}; no held-out error"
+
+
+@dataclass(frozen=True)
+class Calibrations:
+    """One Calibration per method family (full, lora, qlora): their extra memory differs (QLoRA's dequantised
+    weights, full FT's optimizer step), so one family's records do not calibrate another."""
+
+    by_family: dict[str, Calibration] = dataclasses.field(default_factory=dict)
+    context_bytes: float = 0.0  # the CUDA context measured in any GPU record, for families without records
+
+    def for_method(self, method: str) -> Calibration:
+        return self.by_family.get(method) or Calibration(family=method, context_bytes=self.context_bytes)
+
+    def describe(self) -> str:
+        return "; ".join(self.for_method(f).describe() for f in ("full", "lora", "qlora"))
 
 
 @dataclass
@@ -420,50 +461,63 @@ def cached_activations(architecture: dict[str, Any], setting: Setting) -> Activa
     return ActivationCount(**{f.name: at(f.name) for f in dataclasses.fields(ActivationCount)})
 
 
-def predict(architecture: dict[str, Any], setting: Setting, calibration: Calibration | None = None) -> Prediction:
-    calibration = calibration or Calibration()
+def predict(
+    architecture: dict[str, Any], setting: Setting, calibration: Calibration | Calibrations | None = None
+) -> Prediction:
+    if isinstance(calibration, Calibrations):
+        calibration = calibration.for_method(setting.method)
+    calibration = calibration or Calibration(family=setting.method)
     s = cached_shapes(architecture)
     static = static_bytes(s, setting)
     static.pop("trainable_params")
     count = cached_activations(architecture, setting)
     act = activation_bytes(count, s.num_layers, setting.gradient_checkpointing)
     components = dict(static)
-    components["activations"] = act * calibration.activation_scale
-    components["logits_gradient"] = count.largest_transient * calibration.activation_scale
-    if calibration.constant_bytes:
-        components["overhead"] = calibration.constant_bytes
+    components["activations"] = act
+    components["logits_gradient"] = count.largest_transient
+    tensors = sum(components.values())
+    if calibration.tensors_scale != 1.0:
+        components["allocator_and_workspaces"] = (calibration.tensors_scale - 1.0) * tensors
+    if calibration.context_bytes:
+        components["cuda_context"] = calibration.context_bytes
     return Prediction(setting, components, sum(components.values()), calibration)
 
 
-def fit_calibration(rows: list[tuple[float, float, float]], target: str) -> Calibration:
-    """Least squares of measured - static = scale * activations + constant over (static, activation, measured)
-    rows; the error is leave-one-out (each record predicted by a fit on the others)."""
+def counted_tensors(prediction: Prediction) -> float:
+    """The bytes the model counts (weights, gradients, optimizer states, activations), before calibration."""
+    extra = ("allocator_and_workspaces", "cuda_context")
+    return sum(v for k, v in prediction.components.items() if k not in extra)
+
+
+def fit_calibration(rows: list[tuple[float, float, float, str]], family: str = "all") -> Calibration:
+    """The factor on counted tensors over the CUDA context, from (counted tensors, measured NVML peak, measured
+    context, configuration key) rows: least squares through the origin of (peak - context) on tensors. The
+    held-out error leaves out one configuration at a time (all its records), fits on the rest and predicts it."""
     import numpy as np
 
     if not rows:
-        return Calibration(target=target)
+        return Calibration(family=family)
 
-    def solve(sub: list[tuple[float, float, float]]) -> tuple[float, float]:
-        a = np.array([[r[1], 1.0] for r in sub])
-        b = np.array([r[2] - r[0] for r in sub])
-        if len(sub) == 1 or np.ptp(a[:, 0]) == 0:
-            return 1.0, float(np.mean(b - a[:, 0]))
-        (scale, const), *_ = np.linalg.lstsq(a, b, rcond=None)
-        return float(scale), float(const)
+    def solve(sub: list[tuple[float, float, float, str]]) -> float:
+        x = np.array([r[0] for r in sub])
+        y = np.array([r[1] - r[2] for r in sub])
+        return float(x @ y / (x @ x))
 
-    scale, const = solve(rows)
+    context = float(np.mean([r[2] for r in rows]))
+    configs = sorted({r[3] for r in rows})
     errors = []
-    if len(rows) >= 3:
-        for i, row in enumerate(rows):
-            sc, co = solve(rows[:i] + rows[i + 1 :])
-            predicted = row[0] + sc * row[1] + co
-            errors.append(abs(predicted - row[2]) / row[2] * 100)
+    if len(configs) >= MIN_CONFIGS:
+        for left_out in configs:
+            scale = solve([r for r in rows if r[3] != left_out])
+            errors += [abs(scale * r[0] + r[2] - r[1]) / r[1] * 100 for r in rows if r[3] == left_out]
     return Calibration(
-        activation_scale=scale,
-        constant_bytes=const,
+        tensors_scale=solve(rows),
+        context_bytes=context,
+        family=family,
         n_records=len(rows),
-        target=target,
+        n_configs=len(configs),
         heldout_error_pct=float(np.mean(errors)) if errors else None,
+        heldout_max_error_pct=float(np.max(errors)) if errors else None,
     )
 
 

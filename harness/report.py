@@ -21,10 +21,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness import budget  # noqa: E402
+from harness.calibration import calibrate  # noqa: E402
 from harness.claims import check_claims, load_claims  # noqa: E402
-from harness.memory_model import Calibration, Setting  # noqa: E402
+from harness.memory_model import Calibrations, Setting  # noqa: E402
 from harness.report_page import GENERATED, html_head, inline_image  # noqa: E402
-from harness.results import NOT_IN_KEY, load_records  # noqa: E402
+from harness.results import NOT_IN_KEY, load_records, peak_memory  # noqa: E402
 from harness.startup import STARTUP_PARTS  # noqa: E402
 
 PLOTS = ("memory", "speed", "pareto", "ranks", "nf4_fp4", "loss_curves")
@@ -49,7 +50,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
         method, train = cfg.get("method", {}), cfg.get("train", {})
         mem, score = m.get("memory", {}), m.get("score", {})
         latency = m.get("inference", {})
-        gpu = mem.get("peak_nvml_process_mib") or mem.get("peak_torch_reserved_mib")
+        peak, source = peak_memory(r)
         rows.append(
             {
                 "label": r["run"]["method_label"],
@@ -63,8 +64,8 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 "status": r.get("status"),
                 "error": (r.get("error") or "").splitlines()[0] if r.get("error") else "",
                 "device": r["run"].get("device"),
-                "peak_mem_mib": gpu or mem.get("peak_rss_mib"),
-                "mem_source": ("nvml" if mem.get("peak_nvml_process_mib") else "torch reserved") if gpu else "rss",
+                "peak_mem_mib": peak,
+                "mem_source": source.split(" (")[0],
                 "nvml_process_mib": mem.get("peak_nvml_process_mib"),
                 "torch_reserved_mib": mem.get("peak_torch_reserved_mib"),
                 "torch_allocated_mib": mem.get("peak_torch_allocated_mib"),
@@ -432,7 +433,7 @@ def _answer(variants: pd.DataFrame) -> str:
 FITS_ON_MODELS = ("llama-3.2-1b", "llama-3.2-3b", "llama-2-7b", "llama-3-8b", "llama-2-13b", "llama-33b", "llama-2-70b")
 
 
-def fits_on_section(records: list[dict], calibration: Calibration) -> tuple[pd.DataFrame, str]:
+def fits_on_section(records: list[dict], calibration: Calibrations) -> tuple[pd.DataFrame, str]:
     """Method x model size against common GPUs, at this sweep's batch and sequence length (memory model)."""
     cfg = records[0]["config"]["train"] if records else {}
     base = Setting(
@@ -515,7 +516,7 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
     records, left_out = split_by_conditions(records)
     runs = runs_frame(records)
     variants = variants_frame(runs)
-    calibration = budget.calibrate(all_records)  # scale-sweep GPU records, if the folder has any
+    calibration = calibrate(all_records)  # scale-sweep GPU records, if the folder has any
     claims = check_claims(runs[runs["status"] == "ok"], variants, all_records, calibration)
     plots = make_plots(runs, variants, out_dir)
     cond = conditions(records)

@@ -135,21 +135,38 @@ TABLE_COLUMNS = {
 }
 
 
+def peak_memory(record: dict) -> tuple[float | None, str]:
+    """The one peak that answers "does it fit", in MiB, and where it comes from.
+
+    On a GPU: NVML's figure for the process (its tensors, the allocator's cache and the CUDA context: what the
+    driver sees it hold, and what another process could not use). Every table, the memory model's calibration
+    and `budget` use this; the other readings stay beside it as columns. A GPU record without NVML (no driver
+    library) falls back to torch's reserved peak, labelled, since it leaves out the CUDA context; a CPU record
+    has the kernel's peak RSS."""
+    mem = (record.get("metrics") or {}).get("memory") or {}
+    if mem.get("peak_nvml_process_mib"):
+        return float(mem["peak_nvml_process_mib"]), "nvml process"
+    if mem.get("peak_torch_reserved_mib"):
+        return float(mem["peak_torch_reserved_mib"]), "torch reserved (no NVML reading: without the CUDA context)"
+    if mem.get("peak_rss_mib"):
+        return float(mem["peak_rss_mib"]), "cpu rss"
+    return None, "not measured"
+
+
 def records_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per run with the headline figures; peak memory is NVML per-process on GPU, RSS on CPU."""
+    """One row per run with the headline figures; peak memory by `peak_memory`."""
     rows = []
     for r in records:
         m = r.get("metrics", {})
-        mem = m.get("memory", {})
-        gpu_peak = mem.get("peak_nvml_process_mib") or mem.get("peak_torch_reserved_mib")
+        peak, source = peak_memory(r)
         score = m.get("score", {})
         base = m.get("base_score", {})
         rows.append(
             {
                 "method": r["run"]["method_label"],
                 "status": r["status"],
-                "peak_mem_mib": gpu_peak if gpu_peak else mem.get("peak_rss_mib"),
-                "mem_source": ("nvml" if mem.get("peak_nvml_process_mib") else "torch") if gpu_peak else "rss",
+                "peak_mem_mib": peak,
+                "mem_source": source.split(" (")[0],
                 "tokens_per_s": m.get("tokens_per_s"),
                 "train_s": m.get("train_seconds"),
                 "eval_loss": m.get("eval_loss"),

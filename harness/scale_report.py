@@ -15,10 +15,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness import budget  # noqa: E402
 from harness import memory_model as mm  # noqa: E402
+from harness.calibration import calibrate, configuration_key, gpu_records, setting_of_record  # noqa: E402
 from harness.report import runs_frame, time_table  # noqa: E402
 from harness.report_page import write_table_page  # noqa: E402
+from harness.results import peak_memory  # noqa: E402
 
 
 def is_scale_record(record: dict) -> bool:
@@ -26,23 +27,18 @@ def is_scale_record(record: dict) -> bool:
     return record.get("config", {}).get("eval", {}).get("enabled", True) is False
 
 
-def _measured_mib(record: dict) -> tuple[float | None, str]:
-    mem = record.get("metrics", {}).get("memory", {})
-    if mem.get("peak_torch_reserved_mib"):
-        return mem["peak_torch_reserved_mib"], "torch reserved"
-    return mem.get("peak_rss_mib"), "rss (CPU: not comparable)"
-
-
 def scale_frame(records: list[dict]) -> pd.DataFrame:
     """One row per run; `predicted MiB` uses a calibration fitted on the other GPU runs only."""
-    gpu = budget.gpu_records(records)
+    gpu = gpu_records(records)
+    calibration = calibrate(records)
     rows = []
     for r in records:
         cfg, m = r["config"], r.get("metrics", {})
-        setting = budget.setting_of_record(r)
+        setting = setting_of_record(r)
         mem = m.get("memory", {})
-        measured, source = _measured_mib(r)
-        others = [g for g in gpu if g is not r]
+        measured, source = peak_memory(r)
+        # a fit without this run's configuration (other seeds of it included) predicts it
+        others = [g for g in gpu if configuration_key(g) != configuration_key(r)] if r in gpu else gpu
         row = {
             "model": cfg["model"]["name"],
             "method": r["run"]["method_label"],
@@ -70,11 +66,13 @@ def scale_frame(records: list[dict]) -> pd.DataFrame:
             else None,
         }
         try:
-            prediction = mm.predict(cfg["model"]["architecture"], setting, budget.calibrate(others))
+            prediction = mm.predict(cfg["model"]["architecture"], setting, calibrate(others))
             row["predicted MiB"] = prediction.peak_bytes / mm.MIB
         except (ValueError, KeyError) as e:
             row["predicted MiB"], row["error"] = None, str(e)
+        # an error is stated for the families the fit calibrates (three configurations or more), as budget's band
         on_gpu = r in gpu and r["status"] == "ok" and row["predicted MiB"]
+        on_gpu = on_gpu and calibration.for_method(setting.method).calibrated
         row["held-out error %"] = (row["predicted MiB"] - measured) / measured * 100 if on_gpu else None
         rows.append(row)
     return pd.DataFrame(rows)
@@ -84,7 +82,7 @@ def write_scale_report(records: list[dict], out_dir: Path, *, title: str) -> lis
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = scale_frame(records)
-    calibration = budget.calibrate(records)
+    calibration = calibrate(records)
     errors = frame["held-out error %"].dropna()
     summary = (
         f"{len(frame)} runs, {int((frame['status'] == 'ok').sum())} ok, "
@@ -107,7 +105,7 @@ def write_scale_report(records: list[dict], out_dir: Path, *, title: str) -> lis
             ax.scatter(sub["measured MiB"], sub["predicted MiB"], label=method, s=18)
         top = float(max(ok["measured MiB"].max(), ok["predicted MiB"].max())) * 1.05
         ax.plot([0, top], [0, top], "k--", linewidth=1, label="prediction = measurement")
-        ax.set_xlabel("measured peak, MiB (torch reserved)")
+        ax.set_xlabel("measured peak, MiB (NVML process)")
         ax.set_ylabel("predicted (fit on the other runs), MiB")
         ax.set_title("Memory model against the scale sweep")
         ax.legend(fontsize=7)

@@ -130,21 +130,29 @@ def test_activations_grow_with_batch_and_sequence_and_checkpointing_cuts_them() 
     assert mm.activation_bytes(one, layers, False) == layers * one.per_layer + one.outside_layers
 
 
-def test_calibration_recovers_scale_and_constant_and_reports_heldout_error() -> None:
-    rows = [(s, a, s + 1.3 * a + 500 * mm.MIB) for s, a in [(1e9, 2e9), (3e9, 1e9), (2e9, 4e9), (5e9, 3e9)]]
-    cal = mm.fit_calibration(rows, target="torch_reserved")
-    assert cal.activation_scale == pytest.approx(1.3)
-    assert cal.constant_bytes == pytest.approx(500 * mm.MIB)
+def test_calibration_recovers_the_factor_and_reports_heldout_error_only_from_three_configurations() -> None:
+    context = 758 * mm.MIB
+    rows = [(t, 1.09 * t + context, context, f"config{i}") for i, t in enumerate([10e9, 20e9, 15e9, 40e9])]
+    cal = mm.fit_calibration(rows, family="lora")
+    assert cal.tensors_scale == pytest.approx(1.09) and cal.context_bytes == pytest.approx(context)
+    assert cal.calibrated and cal.n_configs == 4
     assert cal.heldout_error_pct == pytest.approx(0.0, abs=1e-6)
-    noisy = [(s, a, m * f) for (s, a, m), f in zip(rows, [1.05, 0.95, 1.02, 0.98], strict=True)]
-    assert mm.fit_calibration(noisy, target="torch_reserved").heldout_error_pct > 1
-    assert mm.fit_calibration([], target="x").describe().startswith("uncalibrated")
+    noisy = [(t, m * f, c, k) for (t, m, c, k), f in zip(rows, [1.05, 0.95, 1.02, 0.98], strict=True)]
+    assert mm.fit_calibration(noisy, family="lora").heldout_error_pct > 1
+    # two seeds of one configuration are one configuration: three records of two configurations calibrate nothing
+    two = mm.fit_calibration([rows[0], rows[0], rows[1]], family="qlora")
+    assert (two.n_records, two.n_configs, two.calibrated, two.heldout_error_pct) == (3, 2, False, None)
+    assert "not calibrated" in two.describe() and "no held-out error" in two.describe()
+    assert mm.fit_calibration([], family="full").describe().startswith("full: uncalibrated")
+    # a prediction adds the context and the factor's share to the counted tensors
+    p = mm.predict(TINY, Setting("lora", batch=2, seq_len=128), cal)
+    assert p.peak_bytes == pytest.approx(1.09 * mm.counted_tensors(p) + context)
 
 
 def test_prediction_components_add_up_and_differ_from_accelerate() -> None:
     a = arch("llama-2-7b")
     p = mm.predict(a, Setting(method="full", batch=4, seq_len=512))
-    assert p.peak_bytes == pytest.approx(sum(p.components.values()))
+    assert p.peak_bytes == pytest.approx(sum(p.components.values())) == pytest.approx(mm.counted_tensors(p))
     assert p.arithmetic().endswith(f"= {p.peak_gib:.2f} GiB")
     accelerate = mm.accelerate_estimate_bytes(a)
     # accelerate counts 16 bytes per parameter and no activations; the harness adds autocast copies + activations
