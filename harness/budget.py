@@ -92,15 +92,21 @@ def settings(base: Setting) -> dict[str, Setting]:
 # ---------------------------------------------------------------------------------------------- records
 
 
-def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, float], str]:
-    """Score gap to full FT in points (exact match x 100) per method family, from sweep records.
+def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, tuple[float, float]], str]:
+    """Score gap to full FT in points (exact match x 100) per method family, with two standard errors, from
+    full-profile sweep records; and a note saying where it comes from.
 
-    The queried model's records are used when they hold full FT and the method; else the largest sweep found.
-    """
+    The queried model's records are used when they hold full FT and the method; else the largest sweep found,
+    named as another model's. Records of a reduced (smoke) profile are never a measured quality: a few steps
+    and a handful of test examples say nothing about what a method costs."""
     from harness.report import runs_frame
 
-    ok = [r for r in records if r.get("status") == "ok" and r.get("metrics", {}).get("score")]
+    scored = [r for r in records if r.get("status") == "ok" and r.get("metrics", {}).get("score")]
+    ok = [r for r in scored if r.get("config", {}).get("profile_name", "full") == "full"]
     if not ok:
+        if scored:
+            profiles = sorted({r["config"].get("profile_name") for r in scored})
+            return {}, f"not measured: the evaluated records are of a reduced profile ({', '.join(profiles)})"
         return {}, "no evaluated records in the results folder"
     runs = runs_frame(ok)
     runs["model"] = [r["config"]["model"]["name"] for r in ok]
@@ -111,11 +117,21 @@ def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, float
         if "full" not in set(sub["family"]):
             continue
         metric = "score" if sub["score"].fillna(0).max() > 0 else "field_acc"
-        means = sub.groupby("family")[metric].mean() * 100
-        gaps = {fam: float(means["full"] - v) for fam, v in means.items()}
+        groups = sub.groupby("family")
+        means, counts = groups[metric].mean(), groups["n_test"].sum()
+        # binomial standard error over all test examples of the family's runs (seeds pooled)
+        se = {fam: (max(means[fam] * (1 - means[fam]), 1 / counts[fam]) / counts[fam]) ** 0.5 for fam in means.index}
+        gaps = {
+            fam: (float(means["full"] - v) * 100, 2 * 100 * (se["full"] ** 2 + se[fam] ** 2) ** 0.5)
+            for fam, v in means.items()
+        }
         what = "exact match" if metric == "score" else "field accuracy (exact match 0 everywhere)"
-        return gaps, f"measured on {name}, {len(sub)} runs, points of {what} below full FT"
-    return {}, "no sweep with full FT in the results folder"
+        whose = "the queried model" if name == model_name else f"NOT the queried model ({model_name})"
+        return gaps, (
+            f"measured on {name}, {whose}: {len(sub)} full-profile runs, points of {what} below full FT, ± two "
+            "standard errors"
+        )
+    return {}, "no full-profile sweep with full FT in the results folder"
 
 
 def _family(method_cfg: dict) -> str:
@@ -240,14 +256,13 @@ def _fits(peak: float, usable: float, band_pct: float | None, *, oom: bool) -> s
     return "yes"
 
 
-def _gap(gaps: dict[str, float], family: str) -> str:
+def _gap(gaps: dict[str, tuple[float, float]], family: str) -> str:
     if family == "full":
         return "0 (reference)" if "full" in gaps else "not measured"
-    key = family if family in gaps else None
-    return f"{gaps[key]:+.1f}" if key else "not measured"
+    return f"{gaps[family][0]:+.1f} ± {gaps[family][1]:.1f}" if family in gaps else "not measured"
 
 
-def _recommend(fitting: pd.DataFrame, gaps: dict[str, float]) -> str:
+def _recommend(fitting: pd.DataFrame, gaps: dict[str, tuple[float, float]]) -> str:
     """The best-quality method that fits: full FT if it fits, else LoRA, else the 4-bit variant with the
     smallest measured cost (nf4 before fp4 when unmeasured, as the QLoRA paper found)."""
     order = {fam: i for i, fam in enumerate(METHOD_ORDER)}
@@ -258,7 +273,7 @@ def _recommend(fitting: pd.DataFrame, gaps: dict[str, float]) -> str:
     elif "lora" in fam:
         pick = "lora"
     elif measured_qlora:
-        pick = min(measured_qlora, key=lambda f: (gaps[f], order[f]))
+        pick = min(measured_qlora, key=lambda f: (gaps[f][0], order[f]))
     else:
         pick = min(fam, key=lambda f: order[f])
     row = fitting[fitting["_family"] == pick].iloc[0]
@@ -268,14 +283,14 @@ def _recommend(fitting: pd.DataFrame, gaps: dict[str, float]) -> str:
     if pick == "full" and "lora" in fam:
         cost = gaps.get("lora")
         reason += (
-            f"; LoRA also fits and costs {cost:+.1f} points in the sweeps measured"
+            f"; LoRA also fits and costs {cost[0]:+.1f} ± {cost[1]:.1f} points in the sweeps measured"
             if cost is not None
             else "; LoRA also fits (its quality cost is not measured yet: run a sweep)"
         )
     elif pick != "full":
         cost = gaps.get(pick)
         reason += (
-            f"; full FT does not fit; measured quality cost {cost:+.1f} points"
+            f"; full FT does not fit; measured quality cost {cost[0]:+.1f} ± {cost[1]:.1f} points"
             if cost is not None
             else ("; full FT does not fit; quality cost not measured yet")
         )

@@ -51,9 +51,10 @@ def _score_se(row: pd.Series, metric: str = "score") -> float:
 
 
 def memory_at_scale(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
-    """A memory claim about a 7B-70B model, checked at the stated conditions: against a GPU record of exactly
-    those conditions where one exists (the scale sweep), else against the memory model's prediction, whose
-    arithmetic is shown and whose calibration (or lack of it) is stated."""
+    """A memory claim about a 7B-70B model, at the stated conditions: against a GPU record of exactly those
+    conditions where one exists (the scale sweep); else against the exact count of what must be resident (weights,
+    gradients, optimizer states: a lower bound, which can decide a claim on its own), else against the memory
+    model's prediction where its method family is calibrated. Otherwise inconclusive, saying what is missing."""
     from harness import budget
     from harness import memory_model as mm
 
@@ -74,50 +75,109 @@ def memory_at_scale(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) ->
     )
     measured = measured_peak(params.get("_records") or [], name, setting)
     prediction = mm.predict(arch, setting, calibration)
-    if measured and measured[1] == "ok":
-        peak, source = measured[0] / mm.GIB, "measured on a GPU"
+    family = prediction.calibration
+    # a paged optimizer's states may be evicted to host memory: not counted as resident
+    paged = setting.optim.startswith("paged")
+    resident = (
+        sum(
+            v
+            for k, v in prediction.components.items()
+            if k not in _NOT_RESIDENT and not (paged and k == "optimizer_states")
+        )
+        / mm.GIB
+    )
+    if measured:
+        peak, source = measured[0] / mm.GIB, "measured on a GPU (NVML process peak)"
+        if measured[1] == "oom":
+            source = "measured on a GPU: out of memory at this peak"
+        text = f"{conditions}: {peak:.1f} GiB ({source})"
     else:
-        peak, source = prediction.peak_gib, f"memory model, {prediction.calibration.describe()}"
-    text = f"{conditions}: {peak:.1f} GiB" + ("" if measured else f" = {prediction.arithmetic()}")
+        peak, source = prediction.peak_gib, f"memory model, {family.describe()}"
+        text = f"{conditions}: {peak:.1f} GiB predicted = {prediction.arithmetic()}"
+    trusted = bool(measured) or family.calibrated
+    wait = (
+        []
+        if trusted
+        else [
+            f"a GPU record at these conditions, or a memory model calibrated for {setting.method} "
+            f"({family.n_configs} of {mm.MIN_CONFIGS} configurations measured)"
+        ]
+    )
     kind = params["kind"]
+    verdict = INCONCLUSIVE
     if kind == "above":
-        verdict = HOLDS if peak >= params["low_gib"] else FAILS
-        why = f"needs {peak:.1f} GiB, claim: more than {params['low_gib']} GB"
+        low = params["low_gib"]
+        if resident >= low:
+            verdict, wait = HOLDS, []  # what must be resident already exceeds the claim's bound
+        elif trusted:
+            verdict = HOLDS if peak >= low else FAILS
+        why = f"claim: more than {low} GB; weights, gradients and optimizer states alone: {resident:.1f} GiB"
     elif kind == "range":
         low, high = params["low_gib"], params["high_gib"]
         best = dataclasses.replace(setting, batch=1, gradient_checkpointing=True)
         best_peak = mm.predict(arch, best, calibration).peak_gib
-        text += f"; at batch 1 with checkpointing: {best_peak:.1f} GiB"
-        if low * 0.9 <= peak <= high * 1.1:
-            verdict = HOLDS
-        elif best_peak <= high * 1.1:
-            verdict = PARTLY
-        else:
-            verdict = FAILS
+        text += f"; at batch 1 with checkpointing: {best_peak:.1f} GiB predicted"
+        if resident > high * 1.1:
+            verdict, wait = FAILS, []
+        elif trusted:
+            verdict = HOLDS if low * 0.9 <= peak <= high * 1.1 else PARTLY if best_peak <= high * 1.1 else FAILS
         why = (
-            f"claim: {low}-{high} GB (10 % tolerance): holds if the prediction at these conditions is in range, "
-            "partly if only at batch 1 with checkpointing"
+            f"claim: {low}-{high} GB (10 % tolerance): holds if the peak at these conditions is in range, partly if "
+            f"only at batch 1 with checkpointing; weights, gradients and optimizer states alone: {resident:.1f} GiB"
         )
     elif kind == "fits":
         gpu = params["gpu_gib"]
-        verdict = HOLDS if peak <= gpu else FAILS
         weights = mm.static_bytes(mm.cached_shapes(arch), setting)["weights"] / mm.GIB
-        why = f"needs {peak:.1f} GiB of a {gpu} GB card (4-bit weights alone: {weights:.1f} GiB)"
+        if resident > gpu:
+            verdict, wait = FAILS, []  # the exact count of what must be resident does not fit
+        elif trusted:
+            verdict = HOLDS if peak <= gpu else FAILS
+        why = (
+            f"needs {peak:.1f} GiB of a {gpu} GB card; weights, gradients and optimizer states alone {resident:.1f} "
+            f"GiB (4-bit weights: {weights:.1f} GiB)"
+        )
     elif kind == "sharded":
         gpu, max_gpus = params["gpu_gib"], params["max_gpus"]
         per_gpu_fixed = sum(v for k, v in prediction.components.items() if k in ("activations", "logits_gradient"))
         sharded = prediction.peak_bytes - per_gpu_fixed
         room = gpu * mm.GIB - per_gpu_fixed
         gpus = math.ceil(sharded / room) if room > 0 else None
+        fewest = math.ceil(resident * mm.GIB / (gpu * mm.GIB))
         text += f"; fully sharded (ZeRO-3/FSDP) over {gpus} x {gpu} GB" if gpus else "; does not fit even sharded"
-        verdict = HOLDS if gpus and gpus <= max_gpus else FAILS
+        if fewest > max_gpus:
+            verdict, wait = FAILS, []
+        elif trusted:
+            verdict = HOLDS if gpus and gpus <= max_gpus else FAILS
         why = (
             f"weights, gradients and optimizer states ({sharded / mm.GIB:.0f} GiB) split over the cards, activations "
             f"({per_gpu_fixed / mm.GIB:.1f} GiB) on each; 'comfortable' read as at most {max_gpus} cards (one node)"
         )
     else:
         raise ValueError(f"memory_at_scale: unknown kind {kind!r}")
-    return _result(text, verdict, f"{why}; {source}" if not measured else f"{why}; {source}")
+    return _decide(text, verdict, f"{why}; {source}", wait)
+
+
+# components of a prediction that are not counted tensors resident at the peak
+_NOT_RESIDENT = ("activations", "logits_gradient", "allocator_and_workspaces", "cuda_context")
+
+
+def _decide(measured: str, verdict: str, why: str, missing: list[str]) -> dict:
+    """The verdict, or "inconclusive" naming what the evidence lacks."""
+    if missing:
+        return _result(measured, INCONCLUSIVE, "missing: " + "; ".join(missing) + f". {why}")
+    return _result(measured, verdict, why)
+
+
+def _evidence_gaps(runs: pd.DataFrame, *, gpu: bool) -> list[str]:
+    """What every measured claim needs: runs at the full profile (a smoke profile trains a few steps and scores
+    a handful of examples), and for speed, memory and latency, runs on a GPU."""
+    missing = []
+    smoke = sorted(set(runs["profile"].dropna()) - {"full"}) if "profile" in runs else []
+    if smoke:
+        missing.append(f"runs at the full profile (these use the reduced profile {', '.join(smoke)})")
+    if gpu and not (runs["device"] == "cuda").all():
+        missing.append("runs on a GPU (CPU timings and memory do not carry over to one)")
+    return missing
 
 
 def score_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
@@ -132,26 +192,38 @@ def score_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
     if f["score"] <= 0 and f.get("field_acc", 0) > 0:
         metric = "field_acc"  # no exact match at all (e.g. a few steps): compare per-field accuracy instead
     if f[metric] <= 0:
-        return _result(f"full FT score {f['score']:.3f}", UNTESTABLE, "full FT scored 0: no baseline to compare with")
-    parts, verdicts = [], []
+        missing = [*_evidence_gaps(runs, gpu=False), "a full-FT score above 0 (training too short to compare)"]
+        return _decide(f"full FT score {f['score']:.3f}", INCONCLUSIVE, "no baseline to compare with", missing)
+    parts, verdicts, wide = [], [], []
     for _, o in others.iterrows():
         gap = (f[metric] - o[metric]) / f[metric] * 100
         se = math.hypot(_score_se(f, metric), _score_se(o, metric)) / f[metric] * 100
         parts.append(f"{o['label']}: {gap:+.1f} % (±{2 * se:.1f})")
-        if gap <= max_gap:
+        if 2 * se > max_gap:
+            wide.append(f"{o['label']} ±{2 * se:.0f} %")
+        if gap + 2 * se <= max_gap:
             verdicts.append(HOLDS)
         elif gap - 2 * se > max_gap:
             verdicts.append(FAILS)
         else:
             verdicts.append(INCONCLUSIVE)
     verdict = verdicts[0] if len(set(verdicts)) == 1 else PARTLY if HOLDS in verdicts else INCONCLUSIVE
-    return _result(
+    missing = _evidence_gaps(runs, gpu=False)
+    if wide:
+        missing.append(
+            f"more test examples or seeds: two standard errors of the gap ({', '.join(wide)}) are wider than the "
+            f"claim's {max_gap:g} % band"
+        )
+    if metric != "score":
+        missing.append("exact-match scores above 0 for full FT (field accuracy stands in)")
+    return _decide(
         f"{'exact match' if metric == 'score' else 'field accuracy (full FT had no exact match)'} gap below "
         f"full FT ({f[metric]:.3f}), relative: " + "; ".join(parts),
         verdict,
-        f"holds where the gap is at most {max_gap:g} %; does not hold where it exceeds that by more than twice "
-        f"its standard error (±2 SE shown; test set of {int(f['n_test'])} examples"
+        f"holds where the gap plus two standard errors is at most {max_gap:g} %; does not hold where the gap less "
+        f"two standard errors exceeds it (±2 SE shown; test set of {int(f['n_test'])} examples"
         f"{', spread over seeds' if f.get('n_seeds', 1) > 1 else ''}). A negative gap: better than full FT.",
+        missing,
     )
 
 
@@ -190,11 +262,12 @@ def rank_linear(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dic
     min_r2 = params["min_r2"]
     verdict = HOLDS if mem_r2 >= min_r2 and mem_slope > 0 else FAILS if mem_slope <= 0 else INCONCLUSIVE
     source = lora.iloc[0]["mem_source"]
-    return _result(
+    return _decide(
         "; ".join(out) + f" (r = {', '.join(str(int(x)) for x in r)}; memory source {source})",
         verdict,
         f"linear if peak memory rises with r with R² >= {min_r2}; the adapter's own size is linear by construction. "
         "On CPU the peak is the process RSS, which allocator and loader noise can swamp at small ranks.",
+        _evidence_gaps(runs[runs["method"] == "lora"], gpu=True),
     )
 
 
@@ -210,11 +283,12 @@ def speed_order(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dic
     measured = ", ".join(f"{best[m]['label']} {best[m]['tokens_per_s']:.0f}" for m in order)
     claimed = ["full", "lora", "qlora"]
     verdict = HOLDS if order == claimed else PARTLY if order[0] == "full" else FAILS
-    return _result(
+    return _decide(
         f"non-padding tokens/s, slowest first (fastest variant of each method): {measured}",
         verdict,
         "claimed order, slowest first: full, LoRA, QLoRA. QLoRA dequantises every 4-bit weight in each "
         "forward and backward pass, so it trades speed for memory.",
+        _evidence_gaps(runs, gpu=True),
     )
 
 
@@ -242,6 +316,13 @@ def nf4_vs_fp4(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict
             "runs": len(sub),
         }
     n, f = stats["nf4"], stats["fp4"]
+    missing = _evidence_gaps(q, gpu=False)
+    logged = min((len(losses) for losses in q["losses"]), default=0)
+    if logged < 2 * params["window"]:
+        missing.append(
+            f"longer runs: a spike is judged against the {params['window']} losses before it, and the shortest run "
+            f"logged {logged} (at least {2 * params['window']} needed)"
+        )
     # -1: nf4 better (fewer spikes / less forgetting), 1: worse, 0: no measurable difference
     compare = [int(np.sign(n["spikes"] - f["spikes"]))]
     if n["forgetting"] is not None and f["forgetting"] is not None:
@@ -260,31 +341,54 @@ def nf4_vs_fp4(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict
         forgetting = f"{s['forgetting']:+.4f}" if s["forgetting"] is not None else "n/a"
         return f"{s['spikes']:.1f} loss spikes/run, forgetting {forgetting}, score {s['score']:.3f} ({s['runs']} runs)"
 
-    return _result(
+    return _decide(
         f"nf4: {describe(n)}; fp4: {describe(f)}",
         verdict,
         f"a spike is a logged loss above {params['spike_ratio']}x the median of the {params['window']} before it; "
         "forgetting is the rise in loss on general text (not the task) from before to after training. "
         f"Holds if nf4 is better on one and no worse on the other (forgetting differences under "
         f"{params['forgetting_tie']} count as ties); inconclusive when they tie on both.",
+        missing,
     )
 
 
 def adapter_size(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
-    full = variants[variants["method"] == "full"]
+    """Adapters against full checkpoints at the model size the claim speaks of ("GB of weights": 7B), counted
+    exactly on the meta device with the runs' ranks and adapted layers; the runs' own saved sizes are shown beside.
+
+    Why not the runs' sizes alone: at 135M the full checkpoint is 0.5 GB and every adapter a larger share of it
+    than at 7B, so the sweep's model would judge a claim about another size."""
+    from harness import budget
+    from harness import memory_model as mm
+
     adapters = variants[variants["method"].isin(["lora", "qlora"])]
-    if full.empty or adapters.empty or full["artifact_mib"].isna().all():
-        return _result("-", UNTESTABLE, "needs a full-FT run and a LoRA/QLoRA run with saved sizes")
-    ckpt = float(full.iloc[0]["artifact_mib"])
-    lo, hi = adapters["artifact_mib"].min(), adapters["artifact_mib"].max()
-    ratio = hi / ckpt * 100
-    verdict = HOLDS if ratio <= params["max_ratio_pct"] else FAILS
+    if adapters.empty:
+        return _result("-", UNTESTABLE, "needs a LoRA or QLoRA run (its rank and adapted layers)")
+    name, arch = budget.architecture_of(params["model"])
+    shapes = mm.cached_shapes(arch)
+    checkpoint = shapes.total_params * 2 / 2**20  # a bf16 checkpoint, as checkpoints are published
+    sizes = {}
+    for _, row in adapters.drop_duplicates(["r", "target_modules"]).iterrows():
+        targets = tuple(str(row["target_modules"]).split(","))
+        # fp32 adapters, as the harness trains and saves them
+        sizes[f"r{int(row['r'])}"] = mm.lora_params(shapes, int(row["r"]), targets) * mm.ADAPTER_BYTES / 2**20
+    largest = max(sizes.values())
+    ratio = largest / checkpoint * 100
+    full = variants[variants["method"] == "full"]
+    here = ""
+    if not full.empty and not full["artifact_mib"].isna().all():
+        here = (
+            f"; saved in these runs ({adapters.iloc[0]['params_total'] / 1e6:.0f}M model): adapters "
+            f"{adapters['artifact_mib'].min():.2f}-{adapters['artifact_mib'].max():.2f} MiB, full checkpoint "
+            f"{float(full.iloc[0]['artifact_mib']):.0f} MiB"
+        )
     return _result(
-        f"adapters {lo:.2f}-{hi:.2f} MiB vs full checkpoint {ckpt:.0f} MiB (largest adapter {ratio:.1f} % of it)",
-        verdict,
-        f"holds if the largest adapter is at most {params['max_ratio_pct']} % of the full checkpoint. The full "
-        "checkpoint reaches GB from about 0.5B parameters (fp32) or 1B (bf16); the adapter grows with r and the "
-        "number of adapted layers.",
+        f"at {name}: adapters "
+        + ", ".join(f"{k} {v:.0f} MiB" for k, v in sizes.items())
+        + f" vs a bf16 checkpoint of {checkpoint / 1024:.1f} GiB (largest adapter {ratio:.2f} % of it){here}",
+        HOLDS if ratio <= params["max_ratio_pct"] else FAILS,
+        f"holds if the largest adapter is at most {params['max_ratio_pct']} % of the full checkpoint; counted "
+        f"exactly at {name} with the runs' ranks and adapted layers (adapters in fp32, as saved here).",
     )
 
 
@@ -301,15 +405,23 @@ def merge_latency(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> d
         else ""
     )
     neg = params["negligible_pct"]
+    missing = _evidence_gaps(lora, gpu=True)
+    prompts, tokens = int(lora["latency_prompts"].fillna(1).min()), int(lora["latency_new_tokens"].min())
+    if prompts < params["min_prompts"] or tokens < params["min_new_tokens"]:
+        missing.append(
+            f"latency over at least {params['min_prompts']} prompts x {params['min_new_tokens']} new tokens "
+            f"(measured over {prompts} x {tokens}: one slow prompt moves the mean by more than the {neg:g} % band)"
+        )
     ok_merged = merged <= neg
     ok_unmerged = unmerged > merged + neg
     verdict = HOLDS if ok_merged and ok_unmerged else FAILS if not ok_merged and not ok_unmerged else PARTLY
-    return _result(
+    return _decide(
         f"latency vs the base model, mean over {len(lora)} LoRA run(s): merged {merged:+.1f} %, "
         f"unmerged {unmerged:+.1f} %{qpart}",
         verdict,
         f"negligible = within {neg:g} % of the base; 'unmerged slower' = more than {neg:g} points above merged. "
-        f"Greedy generation, batch 1, {int(lora.iloc[0]['latency_new_tokens'])} new tokens per prompt.",
+        f"Greedy generation, batch 1, {prompts} prompt(s) x {tokens} new tokens.",
+        missing,
     )
 
 
@@ -360,5 +472,7 @@ def check_claims(
     rows = []
     for claim in load_claims()["claims"]:
         result = CHECKS[claim["check"]](runs, variants, {**claim.get("params", {}), **extra})
-        rows.append({"id": claim["id"], "claim": claim["claim"], "source": claim["source"], **result})
+        rows.append(
+            {"id": claim["id"], "claim": claim["claim"], "source": claim["source"], "needs": claim["needs"], **result}
+        )
     return pd.DataFrame(rows)

@@ -189,8 +189,13 @@ def generation_latency(
     finally:
         torch_model.train(was_training)
     total = sum(latencies)
+    mean = total / len(latencies)
     return {
-        "mean_latency_s": total / len(latencies),
+        "mean_latency_s": mean,
+        # the spread over prompts, so a difference between two latencies can be weighed against it
+        "std_latency_s": (sum((x - mean) ** 2 for x in latencies) / (len(latencies) - 1)) ** 0.5
+        if len(latencies) > 1
+        else None,
         "tokens_per_s": new_tokens * len(latencies) / total,
         "new_tokens": new_tokens,
         "n_prompts": len(latencies),

@@ -64,6 +64,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 "status": r.get("status"),
                 "error": (r.get("error") or "").splitlines()[0] if r.get("error") else "",
                 "device": r["run"].get("device"),
+                "profile": cfg.get("profile_name", "full"),
                 "peak_mem_mib": peak,
                 "mem_source": source.split(" (")[0],
                 "nvml_process_mib": mem.get("peak_nvml_process_mib"),
@@ -97,6 +98,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 "latency_unmerged": (latency.get("unmerged") or latency.get("trained") or {}).get("mean_latency_s"),
                 "latency_merged": latency.get("merged", {}).get("mean_latency_s"),
                 "latency_new_tokens": latency.get("base", {}).get("new_tokens"),
+                "latency_prompts": latency.get("base", {}).get("n_prompts"),
                 "losses": _steps_losses(r),
                 "samples": score.get("samples", []),
             }
@@ -532,7 +534,12 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
         ),
         ("Where the time went", *time_table(runs)),
         ("Trade-off matrix: measured, next to the documents", matrix_table(variants), None),
-        ("Claims check", claims[["id", "claim", "source", "measured", "verdict", "why"]], None),
+        (
+            "Claims check",
+            claims[["id", "claim", "source", "needs", "measured", "verdict", "why"]],
+            "A verdict is given only where the evidence can carry it: otherwise the claim is inconclusive and the "
+            "row says what is missing (a smoke profile never decides a measured claim).",
+        ),
         ("Which GPU fits which method", *fits_on_section(all_records, calibration)),
     ]
 

@@ -26,7 +26,8 @@ def results(tmp_path_factory, cache_dir):
 
     out = tmp_path_factory.mktemp("results")
     for method in METHODS:
-        overrides = [*FAST, f"method={method}", f"results_dir={out}", f"cache_dir={cache_dir}",
+        # the CPU smoke profile make sweep uses, shrunk further by FAST
+        overrides = ["profile=cpu_quick", *FAST, f"method={method}", f"results_dir={out}", f"cache_dir={cache_dir}",
                      "eval.latency_prompts=2", "eval.latency_new_tokens=4", "eval.forgetting_chunks=2",
                      "eval.forgetting_chunk_tokens=64"]  # fmt: skip
         run(load_run_config(compose_config(overrides)))
@@ -64,9 +65,21 @@ def test_report_has_every_section_claim_and_plot(results, tmp_path):
     verdicts = claims.check_claims(runs_frame(records), variants_frame(runs_frame(records)))
     assert set(verdicts["verdict"]) <= {claims.HOLDS, claims.FAILS, claims.PARTLY, claims.INCONCLUSIVE,
                                         claims.UNTESTABLE}  # fmt: skip
+    by_id = verdicts.set_index("id")
     # these have the data they need in this sweep, so they must get a verdict of their own
-    tested = verdicts.set_index("id").loc[["trainable", "rank-linear", "speed-order", "adapter-mb", "merge-latency"]]
+    tested = by_id.loc[["trainable", "rank-linear", "speed-order", "adapter-mb", "merge-latency"]]
     assert (tested["verdict"] != claims.UNTESTABLE).all(), tested
+    # but a smoke sweep on a CPU decides no measured claim: each waits, saying what is missing
+    measured = by_id.loc[["gap-lora", "gap-qlora", "pct-95", "rank-linear", "speed-order", "nf4-stable",
+                          "merge-latency"]]  # fmt: skip
+    assert (measured["verdict"] == claims.INCONCLUSIVE).all(), measured[["verdict", "why"]]
+    assert measured["why"].str.startswith("missing: ").all()
+    assert measured["why"].str.contains("reduced profile cpu_quick").all()
+    # counted claims need no sweep of their size: 4-bit 70B weights alone exceed 24 GB, 7B full FT's states 28 GB
+    assert (
+        by_id.loc["qlora-70b-24gb", "verdict"] == claims.FAILS and by_id.loc["mem-7b-full", "verdict"] == claims.HOLDS
+    )
+    assert "at llama-2-7b: adapters" in by_id.loc["adapter-mb", "measured"]
     for plot in ("memory", "speed", "pareto", "ranks", "nf4_fp4", "loss_curves"):
         assert (tmp_path / f"{plot}.png").stat().st_size > 1000
         assert f"![{plot}]({plot}.png)" in md
@@ -122,6 +135,7 @@ def test_report_renders_in_headless_chromium(results, tmp_path):
 
 def _variant_frames(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     base = {"seed": 0, "status": "ok", "n_test": 100, "quant_type": None, "r": None, "losses": [],
+            "profile": "full", "device": "cuda",
             "forgetting_delta": None, "grad_accum": 1, "target_modules": "q_proj", "params_total": 1e8,
             "artifact_mib": 1.0, "peak_mem_mib": 1000.0, "mem_source": "rss", "tokens_per_s": 100.0,
             "trainable_pct": 1.0, "double_quant": None}  # fmt: skip
@@ -129,15 +143,29 @@ def _variant_frames(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs, variants_frame(runs)
 
 
-@pytest.mark.parametrize(("lora_score", "verdict"), [(0.79, claims.HOLDS), (0.50, claims.FAILS),
-                                                     (0.74, claims.INCONCLUSIVE)])  # fmt: skip
-def test_score_gap_verdict_follows_the_scores(lora_score, verdict):
+@pytest.mark.parametrize(("lora_score", "n_test", "verdict"), [
+    (0.79, 2000, claims.HOLDS),  # gap 1.25 % + 2 SE 3.2 % inside the 5 % band
+    (0.50, 2000, claims.FAILS),
+    (0.74, 2000, claims.INCONCLUSIVE),  # 7.5 % ± 3.2: could be either side of 5 %
+    (0.79, 100, claims.INCONCLUSIVE),  # the same gap on 100 examples: 2 SE (14 %) wider than the band
+])  # fmt: skip
+def test_score_gap_verdict_follows_the_scores_and_their_standard_errors(lora_score, n_test, verdict):
     runs, variants = _variant_frames([
-        {"label": "full", "method": "full", "score": 0.80},
-        {"label": "lora-r8", "method": "lora", "r": 8, "score": lora_score},
+        {"label": "full", "method": "full", "score": 0.80, "n_test": n_test},
+        {"label": "lora-r8", "method": "lora", "r": 8, "score": lora_score, "n_test": n_test},
     ])  # fmt: skip
     result = claims.score_gap(runs, variants, {"method": "lora", "max_gap_pct": 5})
     assert result["verdict"] == verdict, result
+    assert ("more test examples or seeds" in result["why"]) == (n_test == 100)
+
+
+def test_a_smoke_profile_decides_no_measured_claim():
+    smoke = {"n_test": 2000, "profile": "cpu_quick"}
+    rows = [{"label": "full", "method": "full", "score": 0.80, **smoke},
+            {"label": "lora-r8", "method": "lora", "r": 8, "score": 0.50, **smoke}]  # fmt: skip
+    runs, variants = _variant_frames(rows)
+    result = claims.score_gap(runs, variants, {"method": "lora", "max_gap_pct": 5})
+    assert result["verdict"] == claims.INCONCLUSIVE and "reduced profile cpu_quick" in result["why"]
 
 
 def test_speed_order_and_rank_linearity_follow_the_measurements():
@@ -155,6 +183,11 @@ def test_speed_order_and_rank_linearity_follow_the_measurements():
     rows[1]["peak_mem_mib"], rows[3]["peak_mem_mib"] = 1016.0, 1004.0  # memory falls with r
     runs, variants = _variant_frames(rows)
     assert claims.rank_linear(runs, variants, {"min_r2": 0.95})["verdict"] == claims.FAILS
+    # the same figures from a CPU: its RSS and timings decide nothing about a GPU
+    runs, variants = _variant_frames([{**row, "device": "cpu"} for row in rows])
+    for check in (claims.speed_order, claims.rank_linear):
+        result = check(runs, variants, {"min_r2": 0.95})
+        assert result["verdict"] == claims.INCONCLUSIVE and "runs on a GPU" in result["why"]
 
 
 def test_loss_spikes_are_counted_against_the_running_median():
