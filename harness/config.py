@@ -78,7 +78,7 @@ class DatasetConfig:
     seed: int = 0
     n_train: int = 2000
     n_validation: int = 64
-    n_test: int = 200
+    n_test: int = 400
     train_file: str | None = None
     validation_file: str | None = None
     test_file: str | None = None
@@ -159,7 +159,7 @@ class EvalConfig:
     # false: train only (memory and speed), no validation loss, score, forgetting or latency.
     enabled: bool = True
     batch_size: int = 16
-    max_test_examples: int | None = 48
+    max_test_examples: int | None = 400
     max_new_tokens: int = 96
     base_model: bool = True
     # Forgetting: loss on general text (not the task) before and after training; 0 chunks turns it off.

@@ -23,6 +23,7 @@ import pandas as pd  # noqa: E402
 from harness import budget  # noqa: E402
 from harness.calibration import calibrate  # noqa: E402
 from harness.claims import check_claims, load_claims  # noqa: E402
+from harness.decision import decision_table, score_se  # noqa: E402
 from harness.memory_model import Calibrations, Setting  # noqa: E402
 from harness.report_page import GENERATED, html_head, inline_image  # noqa: E402
 from harness.results import NOT_IN_KEY, load_records, peak_memory  # noqa: E402
@@ -325,7 +326,7 @@ def make_plots(runs: pd.DataFrame, variants: pd.DataFrame, out_dir: Path) -> dic
     def save(name: str, fig) -> None:
         fig.tight_layout()
         path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=90)
+        fig.savefig(path, dpi=150)
         plt.close(fig)
         paths[name] = path
 
@@ -354,17 +355,28 @@ def make_plots(runs: pd.DataFrame, variants: pd.DataFrame, out_dir: Path) -> dic
         ax.set_title("Training throughput")
         save("speed", fig)
 
-        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        fig, ax = plt.subplots(figsize=(7, 4.8))
         pts = list(zip(variants["peak_mem_mib"].astype(float), variants["score"].astype(float), strict=True))
-        ax.errorbar(variants["peak_mem_mib"], variants["score"], yerr=variants["score_std"].fillna(0), fmt="o")
-        for (m, s), label in zip(pts, labels, strict=True):
-            ax.annotate(label, (m, s), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        errors = [
+            2 * score_se(v["score"], int(v.get("n_test") or 0), int(v.get("n_seeds", 1)), v.get("score_std"))
+            for _, v in variants.iterrows()
+        ]
+        ax.errorbar(variants["peak_mem_mib"], variants["score"], yerr=errors, fmt="o", capsize=3, label="± 2 SE")
+        # labels stacked where points crowd, so none prints over another
+        order = sorted(range(len(pts)), key=lambda i: (pts[i][1], pts[i][0]))
+        for rank, i in enumerate(order):
+            ax.annotate(labels[i], pts[i], fontsize=7, xytext=(4, 4 + 9 * (rank % 4)), textcoords="offset points",
+                        arrowprops={"arrowstyle": "-", "linewidth": 0.4, "color": "grey"})  # fmt: skip
         front = _pareto(pts)
-        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "r--", label="Pareto frontier")
+        fx, fy = [pts[i][0] for i in front], [pts[i][1] for i in front]
+        ax.step(fx, fy, "r--", where="post", label="Pareto frontier (less memory, higher score)")
+        ax.plot(fx, fy, "rs", markersize=9, fillstyle="none")
+        ax.set_xlim(0, max(m for m, _ in pts) * 1.15)
+        ax.set_ylim(-0.05, max(0.2, *(s + e for (_, s), e in zip(pts, errors, strict=True))) * 1.15)
         ax.set_xlabel(f"peak memory, MiB ({variants['mem_source'].iloc[0]})")
         ax.set_ylabel("task score (exact match)")
         ax.set_title("Score against memory")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
         save("pareto", fig)
 
     lora = variants[variants["method"] == "lora"].sort_values("r")
@@ -376,10 +388,16 @@ def make_plots(runs: pd.DataFrame, variants: pd.DataFrame, out_dir: Path) -> dic
             ("task score", "peak memory, MiB", "adapter, MiB"),
             strict=True,
         ):
-            ax.plot(lora["r"], lora[col], "o-")
-            ax.set_xscale("log", base=2)
+            r, y = lora["r"].astype(float), lora[col].astype(float)
+            ax.plot(r, y, "o", label="measured")
+            if y.notna().sum() >= 2:  # a linear axis and the least-squares line: a straight trend looks straight
+                slope, intercept = np.polyfit(r[y.notna()], y[y.notna()], 1)
+                ax.plot(r, slope * r + intercept, "k--", linewidth=1, label=f"fit: {slope:+.3g} per r")
             ax.set_xlabel("LoRA rank r")
+            ax.set_xticks(r)
+            ax.set_ylim(bottom=0)
             ax.set_title(name)
+            ax.legend(fontsize=7)
         save("ranks", fig)
 
     q = runs[(runs["method"] == "qlora") & (runs["status"] == "ok")]
@@ -393,8 +411,16 @@ def make_plots(runs: pd.DataFrame, variants: pd.DataFrame, out_dir: Path) -> dic
         axes[0].set_title("nf4 (solid) vs fp4 (dashed)")
         axes[0].legend(fontsize=7)
         qv = variants[variants["method"] == "qlora"]
-        axes[1].bar(qv["label"], qv["score"], yerr=qv["score_std"].fillna(0))
-        axes[1].set_ylabel("task score")
+        # the second panel shows the score where one is above 0, else field accuracy, else the eval loss
+        panels = (
+            ("score", "task score (exact match)"),
+            ("field_acc", "field accuracy"),
+            ("eval_loss", "validation loss"),
+        )
+        col, name = next(((c, n) for c, n in panels if (qv[c].fillna(0) > 0).any()), panels[-1])
+        axes[1].bar(qv["label"], qv[col])
+        axes[1].set_ylabel(name)
+        axes[1].set_title(f"{name} per variant")
         axes[1].tick_params(axis="x", rotation=20)
         save("nf4_fp4", fig)
 
@@ -416,6 +442,11 @@ def _answer(variants: pd.DataFrame) -> str:
     """The sweep's short answer: best score, and the least memory within 5 % of it."""
     if variants.empty:
         return "No run finished ok."
+    if not (variants["score"].fillna(0) > 0).any():
+        return (
+            "No method scored above 0 exact match: training was too short to compare the methods' quality, so no "
+            "best method is named. Memory and throughput above and below are measured all the same."
+        )
     ranked = variants.sort_values(["score", "field_acc"])
     best = ranked.iloc[-1]
     near = (
@@ -523,9 +554,11 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
     plots = make_plots(runs, variants, out_dir)
     cond = conditions(records)
     profile_notes = sorted({r["config"].get("profile_note") or "" for r in records} - {""})
+    decision, decision_note = decision_table(records, variants, calibration)
     sections = [
-        ("Conditions", cond, None),
+        ("Which method fits which GPU", decision if not decision.empty else None, decision_note),
         ("Answer", None, _answer(variants)),
+        ("Conditions", cond, None),
         (
             "Runs",
             runs_table(runs),
@@ -540,7 +573,7 @@ def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path
             "A verdict is given only where the evidence can carry it: otherwise the claim is inconclusive and the "
             "row says what is missing (a smoke profile never decides a measured claim).",
         ),
-        ("Which GPU fits which method", *fits_on_section(all_records, calibration)),
+        ("Other model sizes: which GPU fits which method (memory model)", *fits_on_section(all_records, calibration)),
     ]
 
     md = [f"# {title}", "", GENERATED, ""]
@@ -603,10 +636,22 @@ def default_out_dir(results_dir: Path) -> Path:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness report", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", type=Path, help="a folder of run records (results/<model>/<dataset>)")
+    parser.add_argument("results_dir", type=Path, nargs="?", help="a folder of run records (results/<model>/<dataset>)")
     parser.add_argument("--out", type=Path, help="report folder (default reports/<model>/<dataset>/all)")
     parser.add_argument("--title", default=None)
+    parser.add_argument(
+        "--published", action="store_true", help="rewrite every committed report (reports/published/manifest.yaml)"
+    )
     args = parser.parse_args(argv)
+    if args.published:
+        from harness.published import published_reports, regenerate
+
+        for report in published_reports():
+            for path in regenerate(report):
+                print(path)
+        return 0
+    if args.results_dir is None:
+        parser.error("give a folder of run records, or --published")
     if not args.results_dir.is_dir():
         parser.error(f"{args.results_dir}: not a folder")
     records = load_records(args.results_dir)

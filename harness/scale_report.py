@@ -85,15 +85,20 @@ def write_scale_report(records: list[dict], out_dir: Path, *, title: str) -> lis
     calibration = calibrate(records)
     errors = frame["held-out error %"].dropna()
     summary = (
-        f"{len(frame)} runs, {int((frame['status'] == 'ok').sum())} ok, "
+        f"{len(frame)} run(s), {int((frame['status'] == 'ok').sum())} ok, "
         f"{int(frame['status'].str.startswith('does not fit').sum())} out of memory. Memory model: "
         f"{calibration.describe()}. "
         + (
             f"Each GPU run predicted by a fit on the other runs: mean |error| {errors.abs().mean():.1f} %, "
             f"worst {errors.abs().max():.1f} %, within 10 % for {int((errors.abs() <= 10).sum())} of {len(errors)}."
             if not errors.empty
-            else "No GPU runs: the predictions are uncalibrated and the CPU's RSS is not a GPU peak, so no error is "
-            "computed."
+            else "No held-out error is computed: "
+            + (
+                "no run here is on a GPU (a CPU's RSS is not a GPU peak)."
+                if not any(r.get("run", {}).get("device") == "cuda" for r in records)
+                else "no GPU run here is of a method family with three configurations the model counts (compiled and "
+                "Liger runs hold other tensors than eager autograd, and are left out)."
+            )
         )
     )
     shown = frame.drop(columns=[c for c in ("error",) if c in frame.columns]).round(1)

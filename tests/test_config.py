@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import ConfigError, check_for_device, cpu_has_bf16, cpu_native_bf16, precision_reason
+from harness.config import (
+    ConfigError,
+    check_for_device,
+    cpu_has_bf16,
+    cpu_native_bf16,
+    load_run_config,
+    precision_reason,
+)
 
 CONF_GROUPS = {
     "model": [
@@ -367,3 +374,13 @@ def test_auto_precision_on_a_cpu_that_emulates_bf16_is_fp32(make_config, monkeyp
     monkeypatch.setattr(config, "cpu_native_bf16", lambda cpuinfo=None: ["amx_bf16"])
     assert check_for_device(make_config()) == ("cpu", "bf16")
     assert precision_reason("auto", "cpu", "bf16") == "auto: the CPU has native bf16 (amx_bf16)"
+
+
+def test_the_full_profile_scores_enough_examples_to_separate_methods():
+    """Two standard errors of an exact match at most 5 points, at the worst case p = 0.5 (issue: scores that can
+    separate methods); the test split holds that many examples."""
+    from .conftest import compose_config
+
+    cfg = load_run_config(compose_config([]))
+    n = cfg.eval.max_test_examples
+    assert 2 * (0.25 / n) ** 0.5 <= 0.05 and cfg.dataset.n_test >= n

@@ -58,6 +58,14 @@ def test_report_has_every_section_claim_and_plot(results, tmp_path):
     md = md_path.read_text()
     for section in ("## Conditions", "## Runs", "## Trade-off matrix", "## Claims check", "## Plots"):
         assert section in md
+    # decision first: the GPU sizes x method table, peaks predicted (a CPU sweep), scores with their error
+    first = md[md.index("## ") : md.index("## Answer")]
+    assert first.startswith("## Which method fits which GPU")
+    assert "| 24 GB " in first and "| 141 GB " in first and "predicted" in first and "± " in first
+    assert "on a CPU (tokens/s is the CPU's; GPU peaks predicted)" in first
+    # no method scored above 0 in a few steps: no winner is named
+    answer = md[md.index("## Answer") : md.index("## Conditions")]
+    assert "training was too short to compare" in answer and "Best task score" not in answer
     claim_ids = [c["id"] for c in claims.load_claims()["claims"]]
     table = md[md.index("## Claims check") : md.index("## Plots")]
     for claim_id in claim_ids:

@@ -60,7 +60,7 @@ PARTS: tuple[Part, ...] = (
     ),
     Part(
         "tradeoff",
-        "+sweeps=tradeoff model.path=$MODEL recipe=harness",
+        "+sweeps=tradeoff model.path=$MODEL recipe=harness eval.batch_size=80",
         first_job_s=60,
         needs_model=True,
     ),
