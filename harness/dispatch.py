@@ -1,6 +1,6 @@
 """How many tensor operations one training micro-step dispatches: each is at least one GPU kernel launch.
 
-Why: on the H100 a micro-step of SmolLM2-135M took the same time whatever its size (README, "Measured on
+Why: on the H100 a micro-step of SmolLM2-135M took the same time whatever its size (docs/speed.md, "Measured on
 an H100"), so its cost is launching kernels from the CPU, not computing. The number of dispatched ops says
 how much launching a method needs per micro-step; it does not depend on the batch, which is why larger
 micro-batches (or CUDA graphs, which replay all of them at once) are what pays there.

@@ -1,4 +1,4 @@
-"""The dispatched-op count behind the README's "launch-bound" reading of the H100 bench: it does not grow with
+"""The dispatched-op count behind docs/speed.md's "launch-bound" reading of the H100 bench: it does not grow with
 the batch, and an adapter adds ops to every layer."""
 
 import torch
