@@ -184,7 +184,9 @@ class ActivationCount:
     largest_transient: float  # the logits' gradient, allocated at the start of backward
 
 
-def count_saved_activations(architecture: dict[str, Any], setting: Setting) -> ActivationCount:
+def count_saved_activations(
+    architecture: dict[str, Any], setting: Setting, max_layers: int | None = 2
+) -> ActivationCount:
     """Bytes autograd saves for backward on one forward at (batch, seq_len), counted on fake tensors.
 
     The model is built and run under torch's FakeTensorMode: real shapes, dtypes and autograd graph, no storage.
@@ -199,7 +201,8 @@ def count_saved_activations(architecture: dict[str, Any], setting: Setting) -> A
     # default), both under bf16 autocast, whose bf16 copies of weights and inputs are what backward keeps
     # every decoder layer saves the same, so two layers give the per-layer count of any depth (and keep a 70B
     # count to a fraction of a second)
-    two_layers = {**architecture, "num_hidden_layers": min(2, int(architecture["num_hidden_layers"]))}
+    depth = int(architecture["num_hidden_layers"])
+    two_layers = {**architecture, "num_hidden_layers": min(max_layers, depth) if max_layers else depth}
     model = meta_model(two_layers, dtype=torch.float32 if setting.method == "full" else torch.bfloat16)
     if setting.method != "full":
         from peft import LoraConfig, get_peft_model

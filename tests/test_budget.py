@@ -347,3 +347,26 @@ def test_budget_takes_target_modules_and_states_the_measured_peak_and_the_error_
     assert "| no fit " in qlora  # one QLoRA configuration: no band can be stated
     bad = call_budget(capsys, *args[:-2], "--target-modules", "q_proj,x_proj")
     assert bad.returncode == 2 and "x_proj not a layer of llama-2-7b" in bad.stderr
+
+
+def test_a_measured_record_overrides_the_prediction_and_an_oom_record_means_no(tmp_path) -> None:
+    """Inside answer(): a GPU record of exactly the asked conditions stands for the prediction (here a LoRA peak
+    far above it: does not fit), an `oom` record is "no" whatever the prediction; full FT, predicted to fit,
+    is then the recommendation; on a card too small for full FT, LoRA is."""
+    lora = _scale_record("llama-3.2-1b", {"name": "lora"}, 2, 512, 79 * 1024.0)  # 79 GiB reserved
+    qlora = _scale_record("llama-3.2-1b", {"name": "qlora", "quant_type": "nf4", "double_quant": False}, 2, 512, 9e3)
+    qlora["status"] = "oom"
+    for i, record in enumerate((lora, qlora)):
+        (tmp_path / f"{i}.json").write_text(json.dumps(record))
+    base = Setting(method="full", batch=2, seq_len=512)
+    table, lines = budget.answer("llama-3.2-1b", 80 * GIB, base, results_dir=tmp_path)
+    rows = table.set_index("method")
+    assert rows.loc["lora-r16", ["from", "fits"]].tolist() == ["measured", "no"]
+    assert rows.loc["lora-r16", "peak GiB"] == pytest.approx(
+        (79 * 1024 + 500) / 1024, abs=0.01
+    )  # NVML, not the prediction
+    assert rows.loc["qlora-nf4-r16", ["from", "fits"]].tolist() == ["measured: oom", "no"]
+    assert rows.loc["full", ["from", "fits"]].tolist() == ["predicted", "yes"]
+    assert any(line.startswith("recommendation: full") for line in lines)
+    small = budget.answer("llama-3.2-1b", 16 * GIB, base, results_dir=tmp_path / "none")[1]
+    assert any(line.startswith("recommendation: lora-r16") and "full FT does not fit" in line for line in small)

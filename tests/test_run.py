@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError, cpu_has_bf16
+from harness.config import ConfigError, cpu_has_bf16, cpu_native_bf16
 from harness.train import run
 
 
@@ -157,13 +157,22 @@ def test_oom_is_recorded_as_oom(make_config, monkeypatch):
     assert record["metrics"]["memory"]["peak_rss_mib"] > 0
 
 
+@pytest.mark.skipif(not cpu_native_bf16(), reason="bitsandbytes repacks 4-bit weights only on CPUs with native bf16")
 def test_qlora_training_is_unchanged_by_scoring_the_base_first(make_config):
-    """bitsandbytes packs 4-bit weights on CPU for a kernel without backward when the base is scored in eval
-    mode; the run must train exactly as it does without base scoring."""
+    """bitsandbytes packs 4-bit weights on CPU for a kernel without backward when the base runs in eval mode
+    without grad (base score, forgetting probe); the run must train exactly as one that never runs the base.
 
-    def first_steps(base_model: bool) -> list[tuple]:
-        record = run(make_config("method=qlora", f"eval.base_model={str(base_model).lower()}"))
+    The probed run runs the base itself (the forgetting probe, which no cache answers); the other runs nothing
+    before training. Checked to fail with the fix (the base reloaded after the probes, train.py) removed."""
+
+    def first_steps(probe: bool) -> list[tuple]:
+        probes = (
+            ["eval.forgetting_chunks=1", "eval.forgetting_chunk_tokens=64"] if probe else ["eval.forgetting_chunks=0"]
+        )
+        record = run(make_config("method=qlora", "eval.base_model=false", "eval.latency_prompts=0", *probes,
+                                 f"results_dir={make_config().results_dir}/{probe}"))  # fmt: skip
         assert record["status"] == "ok", record["error"]
+        assert ("forgetting" in record["metrics"]) == probe
         path = Path(record["run"]["record_path"]).parent / record["run"]["steps_log"]
         return [(s["loss"], s["grad_norm"]) for s in map(json.loads, path.open())]
 
@@ -334,3 +343,44 @@ def test_skipping_peft_input_cast_trains_exactly_the_same(make_config, method):
         return [(s["loss"], s["grad_norm"]) for s in map(json.loads, path.open())]
 
     assert steps(True) == steps(False)
+
+
+def test_tokens_per_s_counts_the_non_padding_tokens_of_padded_batches(make_config):
+    """One epoch over 8 examples padded to 256 tokens: the record's trained tokens are the examples' own tokens
+    (what tokens/s divides), not the 8 x 256 positions of the padded batches."""
+    from harness.train import prepare_inputs
+
+    one_epoch = ("train.max_steps=0", "train.num_epochs=1", "dataset.n_train=8", "train.batch_size=4")
+    cfg = make_config("method=lora", *one_epoch, "train.grad_accum=1", "train.pad_to_length=256", "eval.enabled=false")
+    record = run(cfg)
+    assert record["status"] == "ok", record["error"]
+    m = record["metrics"]
+    own = sum(len(ids) for ids in prepare_inputs(cfg)[1]["train"]["input_ids"])
+    assert m["steps"] == 2 and m["train_tokens"] == own < 8 * 256
+    assert m["tokens_per_s"] == pytest.approx(own / m["train_seconds"])
+
+
+def test_mfu_counts_a_lora_step_as_forward_and_input_gradients_plus_the_adapters():
+    """MFU's wiring: with adapters, the FLOPs per token are 4N (the frozen base's forward and input gradients)
+    plus 6 per adapter parameter, from the run's own trainable count; the peak is the GPU's by name."""
+    from harness import flops
+    from harness.train import _throughput
+
+    architecture = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000}  # fmt: skip
+    metrics = {"architecture": architecture, "train_tokens": 4000, "tokens_per_s": 1000.0,
+               "tokens_per_s_after_first_step": 1200.0, "params": {"trainable": 5000}}  # fmt: skip
+    environment = {"gpu_name": "NVIDIA H100 80GB HBM3"}
+
+    def cfg(method: str):
+        return type("Cfg", (), {"method": type("M", (), {"name": method})()})()
+
+    lora = _throughput(metrics, environment, cfg("lora"), samples=20)
+    full = _throughput(metrics, environment, cfg("full"), samples=20)
+    n = flops.matmul_params(architecture)
+    attention = full["flops_per_token"] - 6 * n
+    assert lora["flops_per_token"] == pytest.approx(4 * n + 6 * 5000 + attention)
+    assert lora["gpu_peak_flops"] == flops.gpu_peak_flops("NVIDIA H100 80GB HBM3") > 0
+    assert lora["mfu"] == pytest.approx(lora["flops_per_token"] * 1000.0 / lora["gpu_peak_flops"])
+    assert lora["mfu_after_first_step"] == pytest.approx(lora["mfu"] * 1.2)
+    assert _throughput(metrics, {"gpu_name": None}, cfg("lora"), samples=20)["mfu"] is None  # a CPU: no guess
