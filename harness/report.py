@@ -218,7 +218,11 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
             "train s": runs["train_s"].map(lambda v: _fmt(v, ".1f")),
             "eval loss": runs["eval_loss"].map(_fmt),
             "base score": runs["base_score"].map(_fmt),
-            "score": runs["score"].map(_fmt),
+            # exact match with two standard errors (binomial over this run's test examples)
+            "score ± 2 SE": [
+                "-" if sc is None or sc != sc else f"{sc:.3f} ± {2 * score_se(sc, int(n or 0)):.3f}"
+                for sc, n in zip(runs["score"], runs["n_test"], strict=True)
+            ],
             "field acc": runs["field_acc"].map(_fmt),
             "forgetting": runs["forgetting_delta"].map(lambda v: _fmt(v, "+.4f")),
             "trainable %": runs["trainable_pct"].map(_fmt),
@@ -286,7 +290,8 @@ def matrix_table(variants: pd.DataFrame) -> pd.DataFrame:
             acc = f"{v['score']:.3f} ({(v['score'] - full_score) / full_score * 100:+.1f} % vs full)"
         else:
             acc = f"{v['score']:.3f}"
-        seeds = f" ±{v['score_std']:.3f}, {int(v['n_seeds'])} seeds" if v["n_seeds"] > 1 else ""
+        se = score_se(v["score"], int(v.get("n_test") or 0), int(v["n_seeds"]), v.get("score_std"))
+        seeds = f" ± {2 * se:.3f} (2 SE" + (f", {int(v['n_seeds'])} seeds)" if v["n_seeds"] > 1 else ")")
         rows.append(
             {
                 "method": v["label"],
