@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report import runs_frame, time_table
+from harness.frames import runs_frame, time_table
 from harness.report_page import write_table_page
 from harness.results import peak_memory
 

@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from harness import memory_model as mm
+from harness import presets
 from harness.calibration import calibrate, measured_peak
 from harness.memory_model import GIB, MIB, Calibrations, Setting
+from harness.presets import CONF_MODEL_DIR  # noqa: F401 (tests and callers name the presets' folder here)
 
-CONF_MODEL_DIR = Path(__file__).resolve().parent.parent / "conf" / "model"
 # GPU vendors' "24GB", "80GB" are binary: an RTX 4090 has 24 GiB, an H100 80GB has 80 GiB.
 UNITS = {"tb": 1024**4, "tib": 1024**4, "gb": GIB, "gib": GIB, "g": GIB, "mb": MIB, "mib": MIB, "m": MIB}
 COMMON_GPUS_GIB = (24, 40, 48, 80, 141)
@@ -46,22 +46,12 @@ def parse_memory(text: str) -> float:
     return value * UNITS[unit]
 
 
-def model_presets() -> dict[str, dict]:
-    """Model configs in conf/model/ that state their architecture (what the memory model needs)."""
-    presets = {}
-    for path in sorted(CONF_MODEL_DIR.glob("*.yaml")):
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if cfg.get("architecture", {}).get("model_type"):
-            presets[path.stem] = cfg
-    return presets
-
-
 def architecture_of(model: str) -> tuple[str, dict]:
-    presets = model_presets()
-    if model not in presets:
-        raise BudgetError(f"--model {model!r}: unknown; known models: {', '.join(presets)} (conf/model/*.yaml)")
-    cfg = presets[model]
-    return cfg["name"], cfg["architecture"]
+    """(name, architecture) of a preset; an unknown one is a BudgetError (one line, exit 2)."""
+    try:
+        return presets.architecture_of(model)
+    except presets.UnknownModel as e:
+        raise BudgetError(str(e)) from None
 
 
 def target_modules(model: str, text: str) -> tuple[str, ...]:
@@ -99,7 +89,7 @@ def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, tuple
     The queried model's records are used when they hold full FT and the method; else the largest sweep found,
     named as another model's. Records of a reduced (smoke) profile are never a measured quality: a few steps
     and a handful of test examples say nothing about what a method costs."""
-    from harness.report import runs_frame
+    from harness.frames import runs_frame
 
     scored = [r for r in records if r.get("status") == "ok" and r.get("metrics", {}).get("score")]
     ok = [r for r in scored if r.get("config", {}).get("profile_name", "full") == "full"]

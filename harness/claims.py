@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from harness.calibration import calibrate, measured_peak
+from harness.presets import architecture_of
 
 if TYPE_CHECKING:
     from harness import memory_model as mm
@@ -55,11 +56,10 @@ def memory_at_scale(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) ->
     conditions where one exists (the scale sweep); else against the exact count of what must be resident (weights,
     gradients, optimizer states: a lower bound, which can decide a claim on its own), else against the memory
     model's prediction where its method family is calibrated. Otherwise inconclusive, saying what is missing."""
-    from harness import budget
     from harness import memory_model as mm
 
     calibration = params.get("_calibration") or mm.Calibrations()
-    name, arch = budget.architecture_of(params["model"])
+    name, arch = architecture_of(params["model"])
     setting = mm.Setting(
         method=params["method"],
         batch=params.get("batch", 1),
@@ -358,13 +358,12 @@ def adapter_size(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> di
 
     Why not the runs' sizes alone: at 135M the full checkpoint is 0.5 GB and every adapter a larger share of it
     than at 7B, so the sweep's model would judge a claim about another size."""
-    from harness import budget
     from harness import memory_model as mm
 
     adapters = variants[variants["method"].isin(["lora", "qlora"])]
     if adapters.empty:
         return _result("-", UNTESTABLE, "needs a LoRA or QLoRA run (its rank and adapted layers)")
-    name, arch = budget.architecture_of(params["model"])
+    name, arch = architecture_of(params["model"])
     shapes = mm.cached_shapes(arch)
     checkpoint = shapes.total_params * 2 / 2**20  # a bf16 checkpoint, as checkpoints are published
     sizes = {}

@@ -21,6 +21,7 @@ METHODS = ("full", "lora", "qlora")
 QUANT_TYPES = ("nf4", "fp4")
 DTYPES = ("bfloat16", "float16", "float32")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+REPORT_KINDS = ("tradeoff", "bench", "scale")
 SAMPLINGS = ("random", "group_by_length")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # flash_attention_2 needs the flash-attn package; flex_attention needs torch >= 2.5.
@@ -198,6 +199,8 @@ class RunConfig:
     force: bool = False
     # The sweep this run belongs to (names the report folder); not part of the run's key.
     sweep_name: str = "adhoc"
+    # Which report the sweep's records make (REPORT_KINDS), set by the sweep file; not part of the run's key.
+    report_kind: str = "tradeoff"
     # Where a sweep's report is written.
     report_dir: str = "reports"
     # A named set of reduced settings (conf/profile/), stated in the report; "full" = the settings as composed.
@@ -284,6 +287,7 @@ def check(cfg: RunConfig) -> RunConfig:
         )
     _require(t.max_seq_len > 8, f"train.max_seq_len={t.max_seq_len}: must be > 8")
     _require(t.precision in PRECISIONS, f"train.precision={t.precision!r}: one of {PRECISIONS}")
+    _require(cfg.report_kind in REPORT_KINDS, f"report_kind={cfg.report_kind!r}: one of {REPORT_KINDS}")
     if t.pad_to_length is not None:
         _require(
             t.pad_to_length >= t.max_seq_len,

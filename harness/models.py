@@ -8,6 +8,7 @@ quantised and Trainer refuses to fully fine-tune it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from harness.config import ConfigError, MethodConfig, ModelConfig
+from harness.config import ConfigError, MethodConfig, ModelConfig, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -285,3 +286,19 @@ def prepare_for_packing(torch_model: torch.nn.Module) -> None:
     0.47); generation is unaffected, since `generate` follows `generation_config.use_cache`.
     """
     torch_model.config.use_cache = False
+
+
+def weights_dtype(cfg: RunConfig, precision: str) -> torch.dtype:
+    """Trained weights stay fp32 (mixed precision); a frozen LoRA base is held in the half dtype."""
+    if cfg.method.name == "qlora":
+        return DTYPES[cfg.method.compute_dtype]
+    if cfg.method.name == "lora" and precision in ("bf16", "fp16"):
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.float32
+
+
+def adapter_input_casting(torch_model: torch.nn.Module, cfg: RunConfig) -> contextlib.AbstractContextManager:
+    """peft's input cast to the adapter dtype, off while training when train.adapter_input_cast=false."""
+    from peft.helpers import disable_input_dtype_casting
+
+    return disable_input_dtype_casting(torch_model, active=not cfg.train.adapter_input_cast)

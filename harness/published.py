@@ -1,9 +1,10 @@
 """The committed reports: each is regenerated from committed records, never edited.
 
 reports/published/manifest.yaml lists every committed report with the records folder it comes from and its
-title. `python -m harness report --published` rewrites them all; CI (tests/test_published.py) regenerates each
-into a scratch folder and fails when a committed report differs from what its records give, so a report can
-only change with its records or with the code that writes it, in the same commit.
+title. `python -m harness report --published` (report.regenerate) rewrites them all; CI
+(tests/test_published.py) regenerates each into a scratch folder and fails when a committed report differs from
+what its records give, so a report can only change with its records or with the code that writes it, in the
+same commit.
 """
 
 from __future__ import annotations
@@ -29,17 +30,6 @@ class PublishedReport:
 def published_reports(manifest: Path = MANIFEST) -> list[PublishedReport]:
     entries = yaml.safe_load(manifest.read_text(encoding="utf-8"))["reports"]
     return [PublishedReport(Path(e["out"]), Path(e["records"]), e["title"]) for e in entries]
-
-
-def regenerate(report: PublishedReport, *, root: Path = ROOT, out_root: Path | None = None) -> list[Path]:
-    """Write one published report from its committed records (into out_root instead of root, if given)."""
-    from harness.report import write_report
-    from harness.results import load_records
-
-    records = load_records(root / report.records)
-    if not records:
-        raise FileNotFoundError(f"{report.records}: no run records for the published report {report.out}")
-    return write_report(records, (out_root or root) / report.out, title=report.title)
 
 
 def comparable(path: Path) -> str | bytes:

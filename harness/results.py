@@ -29,6 +29,7 @@ NOT_IN_KEY = (
     "keep_artifact",
     "force",
     "sweep_name",
+    "report_kind",
     "report_dir",
     "profile_name",
     "profile_note",

@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 
 from harness import memory_model as mm  # noqa: E402
 from harness.calibration import calibrate, configuration_key, gpu_records, setting_of_record  # noqa: E402
-from harness.report import runs_frame, time_table  # noqa: E402
+from harness.frames import runs_frame, time_table  # noqa: E402
 from harness.report_page import write_table_page  # noqa: E402
 from harness.results import peak_memory  # noqa: E402
 

@@ -32,15 +32,6 @@ from harness.results import record_stem, run_key, write_json_atomic
 log = logging.getLogger(__name__)
 
 
-def weights_dtype(cfg: RunConfig, precision: str) -> torch.dtype:
-    """Trained weights stay fp32 (mixed precision); a frozen LoRA base is held in the half dtype."""
-    if cfg.method.name == "qlora":
-        return models.DTYPES[cfg.method.compute_dtype]
-    if cfg.method.name == "lora" and precision in ("bf16", "fp16"):
-        return torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.float32
-
-
 def check_foreign_gpu_memory(cfg: RunConfig, sampler: MemorySampler) -> float | None:
     """GPU memory other processes hold at start: warn (or refuse, when strict) above the limit."""
     if sampler.gpu is None:
@@ -224,13 +215,6 @@ class SyncFreeTrainer(Trainer):
         super().log(logs, start_time)
 
 
-def adapter_input_casting(torch_model: torch.nn.Module, cfg: RunConfig) -> contextlib.AbstractContextManager:
-    """peft's input cast to the adapter dtype, off while training when train.adapter_input_cast=false."""
-    from peft.helpers import disable_input_dtype_casting
-
-    return disable_input_dtype_casting(torch_model, active=not cfg.train.adapter_input_cast)
-
-
 def _sync_free_arguments(sync_free: bool, device: str) -> dict:
     """TrainingArguments for train.sync_free_steps: no nan/inf check of each micro-batch's loss (a sync; a nan
     loss is then logged as nan) and non-blocking batch copies (from the pinned memory the loader fills)."""
@@ -339,7 +323,7 @@ def run(cfg: RunConfig) -> dict:
     work_dir = Path(tempfile.mkdtemp(prefix="ft-harness-"))
     partial_steps = work_dir / "steps.jsonl"
     try:
-        dtype = weights_dtype(cfg, precision)
+        dtype = models.weights_dtype(cfg, precision)
         record["run"]["weights_dtype"] = str(dtype).removeprefix("torch.")
 
         def load_base() -> torch.nn.Module:
@@ -401,7 +385,7 @@ def run(cfg: RunConfig) -> dict:
         if cfg.train.torch_compile:
             reset_compile_stats()
         sampler.reset()
-        with sampler, adapter_input_casting(torch_model, cfg):
+        with sampler, models.adapter_input_casting(torch_model, cfg):
             train_output = trainer.train()
         metrics["memory"].update(sampler.peaks())
         if cfg.train.torch_compile:

@@ -1,11 +1,17 @@
 """The dispatched-op count behind docs/speed.md's "launch-bound" reading of the H100 bench: it does not grow with
 the batch, and an adapter adds ops to every layer."""
 
+import sys
+
 import torch
 
 from harness import models
-from harness.dispatch import dispatched_ops
-from harness.train import adapter_input_casting, weights_dtype
+from harness.models import adapter_input_casting, weights_dtype
+
+from .conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "tools"))
+from dispatch import dispatched_ops  # noqa: E402 (a tool, not part of the package)
 
 
 def _ops(make_config, method: str, batch: int, *overrides: str) -> int:

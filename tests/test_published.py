@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.published import ROOT, comparable, published_reports, regenerate
+from harness.published import ROOT, comparable, published_reports
+from harness.report import regenerate
 
 REPORTS = published_reports()
 

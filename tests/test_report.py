@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from harness import claims
-from harness.report import runs_frame, variants_frame, write_report
+from harness.frames import runs_frame, variants_frame
+from harness.report import write_report
 from harness.train import run
 
 from .conftest import FAST, ROOT, compose_config
@@ -274,7 +275,7 @@ def test_where_the_time_went_splits_each_jobs_process_time():
     a record from before the probes were timed apart keeps them in its scoring time."""
     import pandas as pd
 
-    from harness.report import time_table
+    from harness.frames import time_table
 
     runs = pd.DataFrame(
         {"label": ["full", "lora-r16"], "process_s": [100.0, 60.0], "total_s": [90.0, 50.0],
@@ -295,7 +296,7 @@ def test_where_the_time_went_splits_each_jobs_process_time():
 def test_the_time_table_states_the_median_split_of_the_jobs_start():
     import pandas as pd
 
-    from harness.report import time_table
+    from harness.frames import time_table
 
     startup = [
         {"interpreter_and_launcher": 1.0, "hydra_job_setup": 0.5, "library_imports": 6.0, "config_check": 0.1},
@@ -311,3 +312,19 @@ def test_the_time_table_states_the_median_split_of_the_jobs_start():
         "median per job: interpreter and launcher 2.0 s, hydra job setup 0.6 s, library imports 7.0 s, "
         "config check 0.2 s" in note
     )
+
+
+def test_the_report_kind_is_the_one_the_sweep_file_names():
+    """Each sweep file names its report; a record keeps it, and the report is chosen by it, not guessed (records
+    from before the field fall back to what they ran)."""
+    from harness.config import load_run_config
+    from harness.report import report_kind
+
+    for sweep, kind in (("tradeoff", "tradeoff"), ("ranks", "tradeoff"), ("bench", "bench"), ("speedups", "bench"),
+                        ("scale", "scale"), ("mfu", "scale")):  # fmt: skip
+        cfg = load_run_config(compose_config([f"+sweeps={sweep}"]))
+        assert cfg.report_kind == kind, sweep
+    # a tradeoff record with evaluation off (the guess would say scale) stays a trade-off one
+    record = {"config": {"report_kind": "tradeoff", "eval": {"enabled": False}}}
+    assert report_kind(record) == "tradeoff"
+    assert report_kind({"config": {"eval": {"enabled": False}}}) == "scale"  # an older record

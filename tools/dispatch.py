@@ -5,7 +5,7 @@ an H100"), so its cost is launching kernels from the CPU, not computing. The num
 how much launching a method needs per micro-step; it does not depend on the batch, which is why larger
 micro-batches (or CUDA graphs, which replay all of them at once) are what pays there.
 
-    python -m harness.dispatch method=lora model.init=random     # any run overrides; prints one line per batch
+    python tools/dispatch.py method=lora model.init=random     # any run overrides; prints one line per batch
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
 
     from harness import models
     from harness.config import check_for_device, load_run_config
-    from harness.train import adapter_input_casting, weights_dtype
+    from harness.models import adapter_input_casting, weights_dtype
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
         cfg = load_run_config(compose(config_name="config", overrides=argv))

@@ -1,0 +1,151 @@
+"""Records turned into frames: one row per run with every figure a report or `budget` uses, runs of one method
+averaged over seeds, and where each job's time went.
+
+Why one module: every report kind, `budget` and the claims read the same flattened figures (one peak rule,
+results.peak_memory), so they live below all of them and import nothing of theirs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from harness.results import peak_memory
+from harness.startup import STARTUP_PARTS
+
+
+def _steps_losses(record: dict) -> list[float]:
+    name = record.get("run", {}).get("steps_log")
+    if not name or "_path" not in record:
+        return []
+    path = Path(record["_path"]).parent / name
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r["loss"] for r in rows if r.get("loss") is not None]
+
+
+def runs_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per record with every figure the report uses (failed and oom runs included)."""
+    rows = []
+    for r in records:
+        cfg, m = r.get("config", {}), r.get("metrics", {})
+        method, train = cfg.get("method", {}), cfg.get("train", {})
+        mem, score = m.get("memory", {}), m.get("score", {})
+        latency = m.get("inference", {})
+        peak, source = peak_memory(r)
+        rows.append(
+            {
+                "label": r["run"]["method_label"],
+                "method": method.get("name"),
+                "r": method.get("r"),
+                "quant_type": method.get("quant_type"),
+                "double_quant": method.get("double_quant"),
+                "target_modules": ",".join(method.get("target_modules") or []),
+                "seed": train.get("seed"),
+                "grad_accum": train.get("grad_accum"),
+                "status": r.get("status"),
+                "error": (r.get("error") or "").splitlines()[0] if r.get("error") else "",
+                "device": r["run"].get("device"),
+                "profile": cfg.get("profile_name", "full"),
+                "peak_mem_mib": peak,
+                "mem_source": source.split(" (")[0],
+                "nvml_process_mib": mem.get("peak_nvml_process_mib"),
+                "torch_reserved_mib": mem.get("peak_torch_reserved_mib"),
+                "torch_allocated_mib": mem.get("peak_torch_allocated_mib"),
+                "rss_mib": mem.get("peak_rss_mib"),
+                "tokens_per_s": m.get("tokens_per_s"),
+                "train_s": m.get("train_seconds"),
+                "total_s": m.get("total_seconds"),
+                "process_s": m.get("process_seconds"),
+                "startup": m.get("startup_seconds") or None,  # its split (harness/startup.py); older records: None
+                "eval_s": m.get("eval_seconds"),
+                # the optional probes after training (latency, forgetting); None in records before the split
+                "probe_s": (
+                    sum(v for k, v in m["eval_parts_seconds"].items() if k in ("latency", "forgetting"))
+                    if "eval_parts_seconds" in m
+                    else None
+                ),
+                "base_eval_s": m.get("base_eval_seconds"),
+                "mfu": m.get("mfu"),
+                "eval_loss": m.get("eval_loss"),
+                "score": score.get("exact_match"),
+                "field_acc": score.get("field_accuracy"),
+                "n_test": score.get("n", 0),
+                "base_score": m.get("base_score", {}).get("exact_match"),
+                "trainable_pct": m.get("params", {}).get("trainable_pct"),
+                "params_total": m.get("params", {}).get("total"),
+                "artifact_mib": m["artifact_bytes"] / 2**20 if m.get("artifact_bytes") else None,
+                "forgetting_delta": m.get("forgetting", {}).get("delta"),
+                "latency_base": latency.get("base", {}).get("mean_latency_s"),
+                "latency_unmerged": (latency.get("unmerged") or latency.get("trained") or {}).get("mean_latency_s"),
+                "latency_merged": latency.get("merged", {}).get("mean_latency_s"),
+                "latency_new_tokens": latency.get("base", {}).get("new_tokens"),
+                "latency_prompts": latency.get("base", {}).get("n_prompts"),
+                "losses": _steps_losses(r),
+                "samples": score.get("samples", []),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def variants_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """Ok runs of one method label averaged over seeds (mean, std of the score, number of seeds)."""
+    ok = runs[runs["status"] == "ok"]
+    if ok.empty:
+        return ok.assign(n_seeds=[], score_std=[])
+    numeric = [c for c in ok.columns if ok[c].dtype.kind in "fi" and c not in ("seed",)]
+    first = ok.groupby("label", sort=False).first()
+    means = ok.groupby("label", sort=False)[numeric].mean()
+    out = first.drop(columns=numeric).join(means)
+    out["n_seeds"] = ok.groupby("label", sort=False).size()
+    out["score_std"] = ok.groupby("label", sort=False)["score"].std()
+    order = {"full": 0, "lora": 1, "qlora": 2}
+    out = out.reset_index()
+    out["_order"] = out["method"].map(order)
+    return out.sort_values(["_order", "quant_type", "double_quant", "r"], na_position="first").drop(columns="_order")
+
+
+def time_table(runs: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
+    """Where each job's time went: training against everything else (process start and imports, loading,
+    base-model evaluation, scoring, saving). MFU counts only training, so the rest is the sweep's overhead."""
+    rows = runs[runs["process_s"].notna()] if "process_s" in runs else runs.iloc[0:0]
+    if rows.empty:
+        return None, "The records carry no process time (written before it was recorded)."
+    train, evaluation, base = (rows[c].fillna(0) for c in ("train_s", "eval_s", "base_eval_s"))
+    probes = rows["probe_s"] if "probe_s" in rows else pd.Series(None, index=rows.index, dtype=float)
+    table = pd.DataFrame(
+        {
+            "method": rows["label"],
+            "job process s": rows["process_s"].round(1),
+            # before run() starts: interpreter, imports (torch, transformers, peft, bitsandbytes), Hydra
+            "start and imports s": (rows["process_s"] - rows["total_s"]).round(1),
+            "base model checks s": base.round(1),
+            "training s": rows["train_s"].round(1),
+            # validation loss and the test set's generation; older records count their probes in here too
+            "scoring s": (evaluation - probes.fillna(0)).round(1),
+            "latency and forgetting probes s": probes.astype(float).round(1),
+            "data, loading, saving s": (rows["total_s"] - train - evaluation - base).round(1),
+            "training share %": (100 * rows["train_s"] / rows["process_s"]).round(1),
+        }
+    )
+    share = 100 * rows["train_s"].sum() / rows["process_s"].sum()
+    note = (
+        f"Training took {share:.1f} % of the jobs' process time ({rows['train_s'].sum():.0f} of "
+        f"{rows['process_s'].sum():.0f} s); the rest is overhead that MFU and tokens/s do not see."
+    )
+    startups = [d for d in rows["startup"] if d] if "startup" in rows else []
+    if startups:
+        medians = pd.DataFrame(startups).median()
+        split = ", ".join(
+            f"{part.replace('_', ' ')} {medians[part]:.1f} s" for _, part in STARTUP_PARTS if part in medians
+        )
+        note += f" Start and imports, median per job: {split} (`metrics.startup_seconds` in each record)."
+    if probes.fillna(0).sum() > 0:
+        note += (
+            f" The optional probes (generation latency, forgetting on general text) took {probes.sum():.0f} s; "
+            "`eval.latency_prompts=0 eval.forgetting_chunks=0` turn them off."
+        )
+    return table, note

@@ -1,0 +1,347 @@
+"""The trade-off report: which method fits which GPU first, then the answer, the conditions, every run, where
+the time went, the documents' trade-off matrix with measured values, the claims check, larger models against
+common cards, plots and a few model outputs.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from harness import budget
+from harness.calibration import calibrate
+from harness.claims import check_claims, load_claims
+from harness.decision import decision_table, score_se
+from harness.frames import runs_frame, time_table, variants_frame
+from harness.memory_model import Calibrations, Setting
+from harness.plots import make_plots
+from harness.report_page import GENERATED, html_head, inline_image
+from harness.results import NOT_IN_KEY
+
+
+def conditions(records: list[dict]) -> pd.DataFrame:
+    """What the figures depend on; a value that differs between runs is listed with each of its values."""
+
+    def values(get) -> str:
+        seen = []
+        for r in records:
+            try:
+                v = get(r)
+            except (KeyError, TypeError):
+                v = None
+            if v not in seen:
+                seen.append(v)
+        return ", ".join("-" if v is None else str(v) for v in seen)
+
+    env = lambda r: r["environment"]  # noqa: E731
+    rows = [
+        ("model", values(lambda r: r["config"]["model"]["name"])),
+        ("model source", values(lambda r: r["config"]["model"].get("hub_id") or r["config"]["model"].get("gguf_file"))),
+        ("parameters", values(lambda r: f"{r['metrics']['params']['total'] / 1e6:.1f}M")),
+        ("dataset", values(lambda r: r["config"]["dataset"]["name"])),
+        (
+            "train examples / validation / test scored",
+            values(
+                lambda r: (
+                    f"{r['config']['dataset']['n_train']} / {r['config']['dataset']['n_validation']} / "
+                    f"{r['config']['eval']['max_test_examples']}"
+                )
+            ),
+        ),
+        ("profile", values(lambda r: r["config"].get("profile_name", "full"))),
+        (
+            "steps x batch x grad accum",
+            values(
+                lambda r: (
+                    f"{r['run'].get('optimizer_steps', r['config']['train']['max_steps'])} x "
+                    f"{r['config']['train']['batch_size']} x "
+                    f"{r['config']['train']['grad_accum']}"
+                )
+            ),
+        ),
+        ("max sequence length", values(lambda r: r["config"]["train"]["max_seq_len"])),
+        (
+            "precision",
+            values(
+                lambda r: (
+                    r["run"]["precision"]
+                    + (f" ({r['run']['precision_reason']})" if r["run"].get("precision_reason") else "")
+                )
+            ),
+        ),
+        ("gradient checkpointing", values(lambda r: r["config"]["train"]["gradient_checkpointing"])),
+        ("optimizer", values(lambda r: r["config"]["train"]["optim"])),
+        ("seeds", values(lambda r: r["config"]["train"]["seed"])),
+        (
+            "device",
+            values(lambda r: env(r).get("gpu_name") or f"CPU: {env(r).get('cpu')} ({env(r).get('cpu_count')} cores)"),
+        ),
+        ("GPU driver / CUDA", values(lambda r: f"{env(r).get('gpu_driver')} / {env(r).get('cuda_runtime')}")),
+        ("python", values(lambda r: env(r)["python"])),
+        (
+            "torch / transformers / peft",
+            values(lambda r: " / ".join(str(env(r)["packages"].get(p)) for p in ("torch", "transformers", "peft"))),
+        ),
+        (
+            "bitsandbytes / datasets",
+            values(lambda r: " / ".join(str(env(r)["packages"].get(p)) for p in ("bitsandbytes", "datasets"))),
+        ),
+        ("git", values(lambda r: f"{env(r).get('git_sha', '')[:10]}{' (dirty)' if env(r).get('git_dirty') else ''}")),
+    ]
+    return pd.DataFrame(rows, columns=["condition", "value"])
+
+
+def _fmt(x: float | None, spec: str = ".3g") -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
+    status = {"ok": "ok", "oom": "does not fit (OOM)", "failed": "failed"}
+    return pd.DataFrame(
+        {
+            "method": runs["label"],
+            "seed": runs["seed"],
+            "status": [
+                status.get(s, s) + (f": {e[:80]}" if e and s != "ok" else "")
+                for s, e in zip(runs["status"], runs["error"], strict=True)
+            ],
+            "peak mem MiB": [
+                f"{_fmt(v, '.0f')} ({src})" for v, src in zip(runs["peak_mem_mib"], runs["mem_source"], strict=True)
+            ],
+            "tokens/s": runs["tokens_per_s"].map(lambda v: _fmt(v, ".1f")),
+            "MFU %": runs["mfu"].map(lambda v: _fmt(v * 100 if v is not None else None, ".1f")),
+            "train s": runs["train_s"].map(lambda v: _fmt(v, ".1f")),
+            "eval loss": runs["eval_loss"].map(_fmt),
+            "base score": runs["base_score"].map(_fmt),
+            # exact match with two standard errors (binomial over this run's test examples)
+            "score ± 2 SE": [
+                "-" if sc is None or sc != sc else f"{sc:.3f} ± {2 * score_se(sc, int(n or 0)):.3f}"
+                for sc, n in zip(runs["score"], runs["n_test"], strict=True)
+            ],
+            "field acc": runs["field_acc"].map(_fmt),
+            "forgetting": runs["forgetting_delta"].map(lambda v: _fmt(v, "+.4f")),
+            "trainable %": runs["trainable_pct"].map(_fmt),
+            "adapter/ckpt MiB": runs["artifact_mib"].map(lambda v: _fmt(v, ".2f")),
+        }
+    )
+
+
+def matrix_table(variants: pd.DataFrame) -> pd.DataFrame:
+    """The documents' matrix (method, memory, speed, accuracy vs full FT, trainable %, size, best use)."""
+    docs = load_claims()["matrix"]
+    full = variants[variants["method"] == "full"]
+    full_speed = float(full["tokens_per_s"].iloc[0]) if not full.empty else None
+    full_score = float(full["score"].iloc[0]) if not full.empty else None
+    rows = []
+    for _, v in variants.iterrows():
+        d = docs.get(v["method"], {})
+        speed = f"{v['tokens_per_s']:.0f} tok/s"
+        if full_speed:
+            speed += f" ({v['tokens_per_s'] / full_speed:.2f}x full)"
+        if full_score and v["method"] != "full":
+            acc = f"{v['score']:.3f} ({(v['score'] - full_score) / full_score * 100:+.1f} % vs full)"
+        else:
+            acc = f"{v['score']:.3f}"
+        se = score_se(v["score"], int(v.get("n_test") or 0), int(v["n_seeds"]), v.get("score_std"))
+        seeds = f" ± {2 * se:.3f} (2 SE" + (f", {int(v['n_seeds'])} seeds)" if v["n_seeds"] > 1 else ")")
+        rows.append(
+            {
+                "method": v["label"],
+                "peak memory (measured)": f"{v['peak_mem_mib']:.0f} MiB ({v['mem_source']})",
+                "memory, 7B (docs)": d.get("memory_7b", "-"),
+                "train speed (measured)": speed,
+                "speed (docs)": d.get("speed", "-"),
+                "task score (measured)": acc + seeds,
+                "field acc (measured)": f"{v['field_acc']:.3f}",
+                "accuracy (docs)": d.get("accuracy", "-"),
+                "trainable % (measured)": f"{v['trainable_pct']:.3g}",
+                "trainable (docs)": d.get("trainable", "-"),
+                "adapter/ckpt (measured)": f"{v['artifact_mib']:.2f} MiB" if v["artifact_mib"] else "-",
+                "size (docs)": d.get("artifact", "-"),
+                "best use (docs)": d.get("best_use", "-"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _answer(variants: pd.DataFrame) -> str:
+    """The sweep's short answer: best score, and the least memory within 5 % of it."""
+    if variants.empty:
+        return "No run finished ok."
+    if not (variants["score"].fillna(0) > 0).any():
+        return (
+            "No method scored above 0 exact match: training was too short to compare the methods' quality, so no "
+            "best method is named. Memory and throughput above and below are measured all the same."
+        )
+    ranked = variants.sort_values(["score", "field_acc"])
+    best = ranked.iloc[-1]
+    near = (
+        variants[(variants["score"] >= best["score"] * 0.95) & (variants["field_acc"] >= best["field_acc"] * 0.95)]
+        .sort_values("peak_mem_mib")
+        .iloc[0]
+    )
+    fastest = variants.sort_values("tokens_per_s").iloc[-1]
+    return (
+        f"Best task score (exact match, then field accuracy): **{best['label']}** ({best['score']:.3f} / "
+        f"{best['field_acc']:.3f}). Least peak memory within 5 % of both: **{near['label']}** "
+        f"({near['peak_mem_mib']:.0f} MiB, {near['score']:.3f} / {near['field_acc']:.3f}). Fastest training: "
+        f"**{fastest['label']}** ({fastest['tokens_per_s']:.0f} tokens/s)."
+    )
+
+
+FITS_ON_MODELS = ("llama-3.2-1b", "llama-3.2-3b", "llama-2-7b", "llama-3-8b", "llama-2-13b", "llama-33b", "llama-2-70b")
+
+
+def fits_on_section(records: list[dict], calibration: Calibrations) -> tuple[pd.DataFrame, str]:
+    """Method x model size against common GPUs, at this sweep's batch and sequence length (memory model)."""
+    cfg = records[0]["config"]["train"] if records else {}
+    base = Setting(
+        method="full",
+        batch=int(cfg.get("batch_size", 1)),
+        seq_len=int(cfg.get("max_seq_len", 512)),
+        gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)),
+        optim=str(cfg.get("optim", "adamw_torch")),
+    )
+    table = budget.fits_on_table(list(FITS_ON_MODELS), base, calibration)
+    note = (
+        f"Predicted peak at this sweep's batch {base.batch} x {base.seq_len} tokens, checkpointing "
+        f"{'on' if base.gradient_checkpointing else 'off'}, {base.optim}, LoRA r=16 on all linear layers; 'fits' "
+        f"keeps 10 % of the card free. Memory model {calibration.describe()}. For other conditions: "
+        "`python -m harness budget --gpu-memory 24GB --model llama-3-8b --seq-len 1024 --batch 4`."
+    )
+    return table, note
+
+
+# Bookkeeping fields (the same as the run key leaves out) and the method, which a comparison varies. A profile's
+# name stays a condition: records of a reduced profile are not compared with full ones.
+_NOT_CONDITIONS = {"method", *NOT_IN_KEY} - {"profile_name"}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = json.dumps(v, sort_keys=True, default=str)
+    return out
+
+
+def condition_key(record: dict) -> dict:
+    """The config a comparison must hold fixed: all but the method, the seed and bookkeeping fields."""
+    cfg = {k: v for k, v in record.get("config", {}).items() if k not in _NOT_CONDITIONS}
+    flat = _flatten(cfg)
+    flat.pop("train.seed", None)
+    return flat
+
+
+def split_by_conditions(records: list[dict]) -> tuple[list[dict], str]:
+    """The records that share the conditions of the newest record, and a note on those left out."""
+    if not records:
+        return records, ""
+    newest = max(records, key=lambda r: r.get("run", {}).get("finished_at") or "")
+    key = condition_key(newest)
+    kept = [r for r in records if condition_key(r) == key]
+    others = [r for r in records if condition_key(r) != key]
+    if not others:
+        return kept, ""
+    differing = sorted({k for r in others for k, v in condition_key(r).items() if key.get(k) != v})
+    note = (
+        f"{len(others)} record(s) in this folder ran under other conditions and are not compared here "
+        f"(they differ in: {', '.join(differing[:8])}{' ...' if len(differing) > 8 else ''})."
+    )
+    return kept, note
+
+
+def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all_records: list[dict]) -> list[Path]:
+    """Write report.md (plots as PNG beside it) and a self-contained report.html into out_dir.
+
+    Only records that share one set of conditions are compared (the newest record's); the rest are
+    counted in a note, so runs with other steps, data or model never average into one row. `all_records` (the
+    folder's, scale-sweep GPU records included) calibrate the memory model and stand for claims at scale."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records, left_out = split_by_conditions(records)
+    runs = runs_frame(records)
+    variants = variants_frame(runs)
+    calibration = calibrate(all_records)  # scale-sweep GPU records, if the folder has any
+    claims = check_claims(runs[runs["status"] == "ok"], variants, all_records, calibration)
+    plots = make_plots(runs, variants, out_dir)
+    cond = conditions(records)
+    profile_notes = sorted({r["config"].get("profile_note") or "" for r in records} - {""})
+    decision, decision_note = decision_table(records, variants, calibration)
+    sections = [
+        ("Which method fits which GPU", decision if not decision.empty else None, decision_note),
+        ("Answer", None, _answer(variants)),
+        ("Conditions", cond, None),
+        (
+            "Runs",
+            runs_table(runs),
+            "One row per run. Peak memory: NVML per process on a GPU, RSS on a CPU; "
+            "forgetting: loss on general text after minus before training.",
+        ),
+        ("Where the time went", *time_table(runs)),
+        ("Trade-off matrix: measured, next to the documents", matrix_table(variants), None),
+        (
+            "Claims check",
+            claims[["id", "claim", "source", "needs", "measured", "verdict", "why"]],
+            "A verdict is given only where the evidence can carry it: otherwise the claim is inconclusive and the "
+            "row says what is missing (a smoke profile never decides a measured claim).",
+        ),
+        ("Other model sizes: which GPU fits which method (memory model)", *fits_on_section(all_records, calibration)),
+    ]
+
+    md = [f"# {title}", "", GENERATED, ""]
+    for note in profile_notes:
+        md += [f"> **Profile:** {note}", ""]
+    if left_out:
+        md += [f"> {left_out}", ""]
+    for name, frame, text in sections:
+        md += [f"## {name}", ""]
+        if text:
+            md += [text, ""]
+        if frame is not None:
+            md += [frame.to_markdown(index=False), ""]
+    md += ["## Plots", ""]
+    for name, path in plots.items():
+        md += [f"![{name}]({path.name})", ""]
+    md += ["## Model outputs (first test examples)", ""]
+    for _, row in runs[runs["status"] == "ok"].iterrows():
+        for sample in row["samples"][:2]:
+            md += [
+                f"- **{row['label']}** (seed {row['seed']}): `{sample['prediction'][:300]}`  ",
+                f"  expected: `{sample['reference'][:300]}`",
+            ]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+
+    h = html_head(title)
+    for note in profile_notes:
+        h.append(f"<p><b>Profile:</b> {html.escape(note)}</p>")
+    if left_out:
+        h.append(f"<p>{html.escape(left_out)}</p>")
+    for name, frame, text in sections:
+        h.append(f"<h2>{html.escape(name)}</h2>")
+        if text:
+            h.append(f"<p>{html.escape(text).replace('**', '')}</p>")
+        if frame is not None:
+            h.append(frame.to_html(index=False, escape=True, border=0))
+    h.append("<h2>Plots</h2>")
+    h += [inline_image(name, path) for name, path in plots.items()]
+    h.append("<h2>Model outputs (first test examples)</h2>")
+    for _, row in runs[runs["status"] == "ok"].iterrows():
+        for sample in row["samples"][:2]:
+            h.append(
+                f"<p><b>{html.escape(row['label'])}</b> (seed {row['seed']})</p>"
+                f"<pre>{html.escape(sample['prediction'])}</pre>"
+                f"<p>expected:</p><pre>{html.escape(sample['reference'])}</pre>"
+            )
+    h.append("</body></html>")
+    html_path = out_dir / "report.html"
+    html_path.write_text("\n".join(h), encoding="utf-8")
+    return [md_path, html_path]
