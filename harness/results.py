@@ -10,17 +10,35 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
 import pandas as pd
 
 from harness.config import RunConfig
 
+log = logging.getLogger(__name__)
+
 # File a sweep job leaves in its Hydra output folder: the path of the record it stands for.
 RECORD_POINTER = "record_path.txt"
+
+# The record format's version, in every record written since 2026-11-26 (those before have none: version 1,
+# read as they are). 2: schema_version itself, run.launcher, run.precision_reason.
+SCHEMA_VERSION = 2
+
+
+class Status(StrEnum):
+    """A record's status. `running` is never written: a record is written once, when the run has ended."""
+
+    RUNNING = "running"
+    OK = "ok"
+    OOM = "oom"  # ran out of memory; the peak reached is recorded
+    FAILED = "failed"  # raised, or its process died (the launcher writes that record)
+
 
 # Fields of the config that do not change what a run measures.
 NOT_IN_KEY = (
@@ -74,12 +92,32 @@ def existing_ok_record(cfg: RunConfig) -> dict | None:
         return None
     try:
         record = read_record(path)
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError) as e:
+        log.warning("%s is not a readable record (%s): the job runs again and replaces it", path, e)
         return None
-    if record.get("status") != "ok":
+    if not is_record(record) or record.get("status") != "ok":
         return None
     record["run"]["record_path"] = str(path)
     return record
+
+
+def new_record(cfg: RunConfig, *, started_at: str, environment: dict, **run: object) -> dict:
+    """The one record skeleton, for the run (train.py) and for a job whose process died (the launcher)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run": {
+            "id": record_stem(cfg),
+            "key": run_key(cfg),
+            "method_label": cfg.method.label,
+            "started_at": started_at,
+            **run,
+        },
+        "config": dataclasses.asdict(cfg),
+        "metrics": {},
+        "environment": environment,
+        "status": Status.RUNNING,
+        "error": None,
+    }
 
 
 def write_process_failure(cfg: RunConfig, error: str) -> Path:
@@ -87,20 +125,9 @@ def write_process_failure(cfg: RunConfig, error: str) -> Path:
     from harness import env  # late: env imports torch
 
     now = datetime.now(UTC).isoformat()
-    record = {
-        "run": {
-            "id": record_stem(cfg),
-            "key": run_key(cfg),
-            "method_label": cfg.method.label,
-            "started_at": now,
-            "finished_at": now,
-        },
-        "config": dataclasses.asdict(cfg),
-        "metrics": {},
-        "environment": env.collect("cpu"),
-        "status": "failed",
-        "error": error,
-    }
+    record = new_record(cfg, started_at=now, environment=env.collect("cpu"))
+    record["run"]["finished_at"] = now
+    record["status"], record["error"] = Status.FAILED, error
     path = record_path(cfg)
     write_json_atomic(path, record)
     return path
@@ -109,15 +136,35 @@ def write_process_failure(cfg: RunConfig, error: str) -> Path:
 def read_record(path: str | Path) -> dict:
     """One record, with `_path` set to where it was read from (the report finds its step log through it)."""
     record = json.loads(Path(path).read_text(encoding="utf-8"))
-    record["_path"] = str(path)
+    if isinstance(record, dict):
+        record["_path"] = str(path)
     return record
+
+
+def is_record(obj: object) -> bool:
+    """A run record as this harness writes it (any schema version), not another JSON file."""
+    return isinstance(obj, dict) and isinstance(obj.get("run"), dict) and "status" in obj and "config" in obj
 
 
 def load_records(results_dir: str | Path, *, recursive: bool = False) -> list[dict]:
     """Every finished record under results_dir (temporary and step-log files are skipped); `recursive` also
-    reads its sub-folders (results/<model>/<dataset>/...)."""
+    reads its sub-folders (results/<model>/<dataset>/...).
+
+    A file that is not a readable record (truncated by a crash, another tool's JSON) is skipped with one
+    warning naming it, so one damaged file does not stop a report or `budget`."""
     pattern = "**/*.json" if recursive else "*.json"
-    return [read_record(path) for path in sorted(Path(results_dir).glob(pattern))]
+    records = []
+    for path in sorted(Path(results_dir).glob(pattern)):
+        try:
+            record = read_record(path)
+        except (OSError, ValueError) as e:
+            log.warning("skipping %s: not a readable run record (%s)", path, e)
+            continue
+        if not is_record(record):
+            log.warning("skipping %s: a JSON file but not a run record (no run, config and status)", path)
+            continue
+        records.append(record)
+    return records
 
 
 TABLE_COLUMNS = {

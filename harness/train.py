@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 from harness import data, env, evaluation, flops, models, startup
 from harness.config import ConfigError, RunConfig, check_for_device, optimizer_steps, precision_reason
 from harness.monitor import MemorySampler, StepLogger, compile_stats, reset_compile_stats
-from harness.results import record_stem, run_key, write_json_atomic
+from harness.results import Status, new_record, record_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,37 @@ def check_foreign_gpu_memory(cfg: RunConfig, sampler: MemorySampler) -> float | 
     return foreign
 
 
+SCRATCH_PREFIX = "ft-harness-"
+
+
+def scratch_dir(kind: str) -> Path:
+    """A scratch folder in the temp directory named with this process's id, so a later run can tell whether
+    the process that made it is still alive (remove_dead_scratch)."""
+    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-{kind}-"))
+
+
+def remove_dead_scratch() -> list[Path]:
+    """Remove the scratch folders whose process is gone: a run killed with kill -9 cannot clean up after
+    itself (a stopped one does), so the next run does. Folders of live processes, and of other names, stay."""
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*-*"):
+        pid = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or someone else's: not ours to remove)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        log.info("removed %d scratch folder(s) of runs that died: %s", len(removed), ", ".join(map(str, removed)))
+    return removed
+
+
 def _dir_bytes(path: Path, pattern: str) -> int:
     return sum(p.stat().st_size for p in path.glob(pattern) if p.is_file())
 
@@ -55,7 +87,7 @@ def _dir_bytes(path: Path, pattern: str) -> int:
 def artifact_bytes(torch_model: torch.nn.Module, cfg: RunConfig, stem: str) -> tuple[int, str | None]:
     """Save the adapter (or full checkpoint) once to measure its size; keep it only if asked."""
     keep_dir = Path(cfg.results_dir) / "artifacts" / stem
-    target = keep_dir if cfg.keep_artifact else Path(tempfile.mkdtemp(prefix="ft-harness-artifact-"))
+    target = keep_dir if cfg.keep_artifact else scratch_dir("artifact")
     try:
         torch_model.save_pretrained(target)
         size = _dir_bytes(target, "*.safetensors") + _dir_bytes(target, "*.bin")
@@ -273,8 +305,31 @@ def training_arguments(cfg: RunConfig, *, precision: str, device: str, output_di
     )
 
 
+@dataclasses.dataclass
+class _Run:
+    """What the steps of one run share: its inputs, where it runs, its record and its scratch folder."""
+
+    cfg: RunConfig
+    device: str
+    precision: str
+    tokenizer: object
+    tokenized: dict
+    test_rows: object
+    sampler: MemorySampler
+    record: dict
+    work_dir: Path
+
+    @property
+    def metrics(self) -> dict:
+        return self.record["metrics"]
+
+
 def run(cfg: RunConfig) -> dict:
-    """Run one configuration and write its record; returns the record. ConfigError leaves no record."""
+    """Run one configuration and write its record; returns the record. ConfigError leaves no record.
+
+    The steps: check and prepare the inputs (nothing loaded yet: every input error is a ConfigError), build the
+    base model, check the base (score, forgetting, latency before training), train, evaluate, write. Each step
+    adds its part to the record."""
     started = time.perf_counter()
     startup.mark("run_started")
     started_at = datetime.now(UTC).isoformat()
@@ -288,190 +343,216 @@ def run(cfg: RunConfig) -> dict:
     models.quantization_config(cfg.method)  # QLoRA without bitsandbytes fails here, before any loading
     tokenizer, tokenized, test_rows = prepare_inputs(cfg)
 
-    stem = record_stem(cfg)
-    results_dir = Path(cfg.results_dir)
-    record_path = results_dir / f"{stem}.json"
-    steps_path = results_dir / f"{stem}.steps.jsonl"
+    remove_dead_scratch()
     sampler = MemorySampler(device=device, interval_s=cfg.memory.sample_interval_s, background=cfg.memory.sampler)
     foreign_mib = check_foreign_gpu_memory(cfg, sampler)
-    environment = env.collect(device)
-
-    record: dict = {
-        "run": {
-            "id": stem,
-            "key": run_key(cfg),
-            "method_label": cfg.method.label,
-            "started_at": started_at,
-            "device": device,
-            # the sweep launcher that started this job's process (none for a single run)
-            "launcher": os.environ.get("FT_HARNESS_LAUNCHER"),
-            "precision": precision,
-            "precision_reason": precision_reason(cfg.train.precision, device, precision),
-            # what the run trains with, where recipes derive it (train.reference_batch, learning_rate_scale)
-            "optimizer_steps": optimizer_steps(
-                cfg.train.max_steps, cfg.train.batch_size, cfg.train.grad_accum, cfg.train.reference_batch
-            ),
-            "learning_rate": cfg.method.learning_rate * cfg.train.learning_rate_scale,
-        },
-        "config": dataclasses.asdict(cfg),
-        "metrics": {"memory": {"foreign_gpu_mib_at_start": foreign_mib}},
-        "environment": environment,
-        "status": "running",
-        "error": None,
-    }
-    metrics = record["metrics"]
-    work_dir = Path(tempfile.mkdtemp(prefix="ft-harness-"))
-    partial_steps = work_dir / "steps.jsonl"
+    record = new_record(
+        cfg,
+        started_at=started_at,
+        environment=env.collect(device),
+        device=device,
+        # the sweep launcher that started this job's process (none for a single run)
+        launcher=os.environ.get("FT_HARNESS_LAUNCHER"),
+        precision=precision,
+        precision_reason=precision_reason(cfg.train.precision, device, precision),
+        # what the run trains with, where recipes derive it (train.reference_batch, learning_rate_scale)
+        optimizer_steps=optimizer_steps(
+            cfg.train.max_steps, cfg.train.batch_size, cfg.train.grad_accum, cfg.train.reference_batch
+        ),
+        learning_rate=cfg.method.learning_rate * cfg.train.learning_rate_scale,
+    )
+    record["metrics"]["memory"] = {"foreign_gpu_mib_at_start": foreign_mib}
+    state = _Run(cfg, device, precision, tokenizer, tokenized, test_rows, sampler, record,
+                 scratch_dir("run"))  # fmt: skip
     try:
-        dtype = models.weights_dtype(cfg, precision)
-        record["run"]["weights_dtype"] = str(dtype).removeprefix("torch.")
-
-        def load_base() -> torch.nn.Module:
-            return models.load_base_model(
-                model=cfg.model,
-                method=cfg.method,
-                cache_dir=cfg.cache_dir,
-                dtype=dtype,
-                device=device,
-                seed=cfg.train.seed,
-                attn_implementation=cfg.train.attn_implementation,
-            )
-
-        base = load_base()
-        # what transformers actually picked (it may fall back from the one asked for)
-        record["run"]["attn_implementation"] = getattr(base.config, "_attn_implementation", None)
-        models.check_target_modules(base, cfg.method)
-        if cfg.train.liger_kernel:
-            models.check_liger_supports(base)
-        metrics["architecture"] = models.describe_architecture(base)
-        base_eval_start = time.perf_counter()
-        evaluate = cfg.eval.enabled
-        if evaluate and cfg.eval.base_model:
-            metrics["base_score"] = _base_score(base, tokenizer, test_rows, cfg, device, dtype)
-        forgetting_before = _general_loss(base, tokenizer, cfg, device) if evaluate else None
-        # Full FT changes the base itself, so its base is timed now; LoRA/QLoRA time theirs after training with
-        # the adapter switched off (below).
-        timed_before = evaluate and cfg.eval.latency_prompts and cfg.method.name == "full"
-        latency = {"base": _latency(base, tokenizer, test_rows, cfg, device)} if timed_before else {}
-        if evaluate and (cfg.eval.base_model or cfg.eval.forgetting_chunks or cfg.eval.latency_prompts):
-            if cfg.method.name == "qlora" and device == "cpu":
-                # On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks each 4-bit weight for an inference
-                # kernel that has no backward the first time the layer runs in eval mode without grad.
-                # QLoRA trained afterwards gets no gradient through the frozen base (measured: SmolLM2
-                # QLoRA loss rose 1.38 -> 1.51 over 60 steps). A fresh load trains correctly.
-                del base
-                base = load_base()
-        metrics["base_eval_seconds"] = time.perf_counter() - base_eval_start
+        base, load_base = _build_base(state)
+        base, before = _check_base(state, base, load_base)
         torch_model = models.apply_method(
             base, method=cfg.method, gradient_checkpointing=cfg.train.gradient_checkpointing
         )
-        metrics["params"] = models.parameter_counts(torch_model)
+        state.metrics["params"] = models.parameter_counts(torch_model)
         if cfg.train.packing:
             models.prepare_for_packing(torch_model)
-
-        step_logger = StepLogger(partial_steps, sampler)
-        trainer = (SyncFreeTrainer if cfg.train.sync_free_steps else Trainer)(
-            model=torch_model,
-            args=training_arguments(cfg, precision=precision, device=device, output_dir=str(work_dir / "trainer")),
-            train_dataset=tokenized["train"],
-            data_collator=data.collator(
-                cfg.train.packing,
-                pad_token_id=tokenizer.pad_token_id if tokenizer else 0,
-                pad_to=cfg.train.pad_to_length,
-                multiple_of=cfg.train.pad_to_multiple_of,
-            ),
-            callbacks=[step_logger],
-        )
-        if cfg.train.torch_compile:
-            reset_compile_stats()
-        sampler.reset()
-        with sampler, models.adapter_input_casting(torch_model, cfg):
-            train_output = trainer.train()
-        metrics["memory"].update(sampler.peaks())
-        if cfg.train.torch_compile:
-            metrics["compile"] = compile_stats()
-        state = trainer.state
-        metrics["train_seconds"] = step_logger.train_seconds
-        if metrics["memory"].get("sampler_cpu_seconds") is not None:
-            # the monitoring's cost: the sampler thread's CPU time over the training's wall time
-            metrics["memory"]["sampler_cpu_share"] = (
-                metrics["memory"]["sampler_cpu_seconds"] / step_logger.train_seconds
-            )
-        metrics["steps"] = state.global_step
-        metrics["train_tokens"] = state.num_input_tokens_seen
-        metrics["tokens_per_s"] = state.num_input_tokens_seen / step_logger.train_seconds
-        metrics["tokens_per_s_after_first_step"] = step_logger.steady_tokens_per_s
-        samples = state.global_step * cfg.train.batch_size * cfg.train.grad_accum
-        metrics["samples_per_s"] = samples / step_logger.train_seconds
-        metrics["train_loss"] = train_output.training_loss
-        metrics.update(_throughput(metrics, environment, cfg, samples))
-
+        trainer = _train(state, torch_model)
         # eval.enabled=false trains only (memory and speed at scale): no scoring, no checkpoint written
-        if evaluate:
-            # where the evaluation's time goes, so the report can tell scoring from the optional probes
-            parts: dict[str, float] = {}
-            with _timed(parts, "validation_loss"):
-                eval_out = trainer.evaluate(eval_dataset=tokenized["validation"])
-            metrics["eval_loss"] = eval_out["eval_loss"]
-            metrics["eval_perplexity"] = math.exp(eval_out["eval_loss"]) if eval_out["eval_loss"] < 50 else None
-            with _timed(parts, "test_generation"):
-                metrics["score"] = _score(torch_model, tokenizer, test_rows, cfg, device)
-            if forgetting_before is not None:
-                with _timed(parts, "forgetting"):
-                    after = _general_loss(torch_model, tokenizer, cfg, device)
-                metrics["forgetting"] = {
-                    "loss_before": forgetting_before["loss"],
-                    "loss_after": after["loss"],
-                    "delta": after["loss"] - forgetting_before["loss"],
-                    "tokens": after["tokens"],
-                    "source": after["source"],
-                }
-            if cfg.eval.latency_prompts:
-                with _timed(parts, "latency"):
-                    # full FT: the trained model; LoRA: adapter unmerged; QLoRA: the 4-bit base with its adapter.
-                    latency["trained" if cfg.method.name == "full" else "unmerged"] = _latency(
-                        torch_model, tokenizer, test_rows, cfg, device
-                    )
-                    if cfg.method.name != "full":
-                        # The base with the adapter switched off, in the same process state as the adapter's
-                        # timings (on CPU, the trained full-FT model generated ~2x slower than its own base
-                        # before training).
-                        with torch_model.disable_adapter():
-                            latency["base"] = _latency(torch_model, tokenizer, test_rows, cfg, device)
-            save_start = time.perf_counter()
-            metrics["artifact_bytes"], record["run"]["artifact_dir"] = artifact_bytes(torch_model, cfg, stem)
-            metrics["save_seconds"] = time.perf_counter() - save_start
-            if cfg.eval.latency_prompts and cfg.method.name == "lora":
-                with _timed(parts, "latency"):
-                    # Last, since merging changes the model in place. (QLoRA is not merged: that would requantise.)
-                    torch_model = torch_model.merge_and_unload()
-                    latency["merged"] = _latency(torch_model, tokenizer, test_rows, cfg, device)
-            if latency:
-                metrics["inference"] = latency
-            metrics["eval_parts_seconds"] = parts
-            metrics["eval_seconds"] = sum(parts.values())
-        record["status"] = "ok"
+        if cfg.eval.enabled:
+            _evaluate(state, trainer, torch_model, before)
+        record["status"] = Status.OK
     except (ConfigError, KeyboardInterrupt, SystemExit):
         # Nothing to record: a bad config, or a run stopped (Ctrl-C; the sweep launcher's SIGINT when the sweep
         # is stopped). Its scratch folder goes too, so a stopped run leaves nothing behind; a rerun starts afresh.
-        shutil.rmtree(work_dir, ignore_errors=True)
+        shutil.rmtree(state.work_dir, ignore_errors=True)
         raise
     except torch.OutOfMemoryError as e:
-        metrics["memory"].update(sampler.peaks())
-        record["status"], record["error"] = "oom", f"{type(e).__name__}: {e}"
+        state.metrics["memory"].update(sampler.peaks())
+        record["status"], record["error"] = Status.OOM, f"{type(e).__name__}: {e}"
     except Exception as e:
-        metrics["memory"].update(sampler.peaks())
-        record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+        state.metrics["memory"].update(sampler.peaks())
+        record["status"], record["error"] = Status.FAILED, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+    return _finish(state, started)
+
+
+def _build_base(state: _Run) -> tuple[torch.nn.Module, Callable[[], torch.nn.Module]]:
+    """The base model (and how to load it again), checked against the method; its part of the record."""
+    cfg, record = state.cfg, state.record
+    dtype = models.weights_dtype(cfg, state.precision)
+    record["run"]["weights_dtype"] = str(dtype).removeprefix("torch.")
+
+    def load_base() -> torch.nn.Module:
+        return models.load_base_model(
+            model=cfg.model,
+            method=cfg.method,
+            cache_dir=cfg.cache_dir,
+            dtype=dtype,
+            device=state.device,
+            seed=cfg.train.seed,
+            attn_implementation=cfg.train.attn_implementation,
+        )
+
+    base = load_base()
+    # what transformers actually picked (it may fall back from the one asked for)
+    record["run"]["attn_implementation"] = getattr(base.config, "_attn_implementation", None)
+    models.check_target_modules(base, cfg.method)
+    if cfg.train.liger_kernel:
+        models.check_liger_supports(base)
+    state.metrics["architecture"] = models.describe_architecture(base)
+    return base, load_base
+
+
+def _check_base(state: _Run, base: torch.nn.Module, load_base: Callable[[], torch.nn.Module]):
+    """The untrained model's score, its loss on general text and (full FT) its latency, before training.
+
+    Returns the base to train (reloaded where checking it changed it) and what evaluation compares against."""
+    cfg, device, metrics = state.cfg, state.device, state.metrics
+    start = time.perf_counter()
+    evaluate = cfg.eval.enabled
+    if evaluate and cfg.eval.base_model:
+        dtype = models.weights_dtype(cfg, state.precision)
+        metrics["base_score"] = _base_score(base, state.tokenizer, state.test_rows, cfg, device, dtype)
+    forgetting_before = _general_loss(base, state.tokenizer, cfg, device) if evaluate else None
+    # Full FT changes the base itself, so its base is timed now; LoRA/QLoRA time theirs after training with
+    # the adapter switched off (_evaluate).
+    timed_before = evaluate and cfg.eval.latency_prompts and cfg.method.name == "full"
+    latency = {"base": _latency(base, state.tokenizer, state.test_rows, cfg, device)} if timed_before else {}
+    if evaluate and (cfg.eval.base_model or cfg.eval.forgetting_chunks or cfg.eval.latency_prompts):
+        if cfg.method.name == "qlora" and device == "cpu":
+            # On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks each 4-bit weight for an inference
+            # kernel that has no backward the first time the layer runs in eval mode without grad.
+            # QLoRA trained afterwards gets no gradient through the frozen base (measured: SmolLM2
+            # QLoRA loss rose 1.38 -> 1.51 over 60 steps). A fresh load trains correctly.
+            del base
+            base = load_base()
+    metrics["base_eval_seconds"] = time.perf_counter() - start
+    return base, {"forgetting": forgetting_before, "latency": latency}
+
+
+def _train(state: _Run, torch_model: torch.nn.Module) -> Trainer:
+    """HF Trainer over the training split, with the memory sampler and the step log; the training's figures."""
+    cfg, metrics, sampler = state.cfg, state.metrics, state.sampler
+    step_logger = StepLogger(state.work_dir / "steps.jsonl", sampler)
+    trainer = (SyncFreeTrainer if cfg.train.sync_free_steps else Trainer)(
+        model=torch_model,
+        args=training_arguments(
+            cfg, precision=state.precision, device=state.device, output_dir=str(state.work_dir / "trainer")
+        ),
+        train_dataset=state.tokenized["train"],
+        data_collator=data.collator(
+            cfg.train.packing,
+            pad_token_id=state.tokenizer.pad_token_id if state.tokenizer else 0,
+            pad_to=cfg.train.pad_to_length,
+            multiple_of=cfg.train.pad_to_multiple_of,
+        ),
+        callbacks=[step_logger],
+    )
+    if cfg.train.torch_compile:
+        reset_compile_stats()
+    sampler.reset()
+    with sampler, models.adapter_input_casting(torch_model, cfg):
+        train_output = trainer.train()
+    metrics["memory"].update(sampler.peaks())
+    if cfg.train.torch_compile:
+        metrics["compile"] = compile_stats()
+    trained = trainer.state
+    metrics["train_seconds"] = step_logger.train_seconds
+    if metrics["memory"].get("sampler_cpu_seconds") is not None:
+        # the monitoring's cost: the sampler thread's CPU time over the training's wall time
+        metrics["memory"]["sampler_cpu_share"] = metrics["memory"]["sampler_cpu_seconds"] / step_logger.train_seconds
+    metrics["steps"] = trained.global_step
+    metrics["train_tokens"] = trained.num_input_tokens_seen
+    metrics["tokens_per_s"] = trained.num_input_tokens_seen / step_logger.train_seconds
+    metrics["tokens_per_s_after_first_step"] = step_logger.steady_tokens_per_s
+    samples = trained.global_step * cfg.train.batch_size * cfg.train.grad_accum
+    metrics["samples_per_s"] = samples / step_logger.train_seconds
+    metrics["train_loss"] = train_output.training_loss
+    metrics.update(_throughput(metrics, state.record["environment"], cfg, samples))
+    return trainer
+
+
+def _evaluate(state: _Run, trainer: Trainer, torch_model: torch.nn.Module, before: dict) -> None:
+    """Validation loss, the test score, forgetting and latency against the checks before training, the saved
+    artifact's size; where the evaluation's time goes, so the report can tell scoring from the optional probes."""
+    cfg, device, metrics = state.cfg, state.device, state.metrics
+    tokenizer, test_rows, latency = state.tokenizer, state.test_rows, before["latency"]
+    parts: dict[str, float] = {}
+    with _timed(parts, "validation_loss"):
+        eval_out = trainer.evaluate(eval_dataset=state.tokenized["validation"])
+    metrics["eval_loss"] = eval_out["eval_loss"]
+    metrics["eval_perplexity"] = math.exp(eval_out["eval_loss"]) if eval_out["eval_loss"] < 50 else None
+    with _timed(parts, "test_generation"):
+        metrics["score"] = _score(torch_model, tokenizer, test_rows, cfg, device)
+    if before["forgetting"] is not None:
+        with _timed(parts, "forgetting"):
+            after = _general_loss(torch_model, tokenizer, cfg, device)
+        metrics["forgetting"] = {
+            "loss_before": before["forgetting"]["loss"],
+            "loss_after": after["loss"],
+            "delta": after["loss"] - before["forgetting"]["loss"],
+            "tokens": after["tokens"],
+            "source": after["source"],
+        }
+    if cfg.eval.latency_prompts:
+        with _timed(parts, "latency"):
+            # full FT: the trained model; LoRA: adapter unmerged; QLoRA: the 4-bit base with its adapter.
+            latency["trained" if cfg.method.name == "full" else "unmerged"] = _latency(
+                torch_model, tokenizer, test_rows, cfg, device
+            )
+            if cfg.method.name != "full":
+                # The base with the adapter switched off, in the same process state as the adapter's
+                # timings (on CPU, the trained full-FT model generated ~2x slower than its own base
+                # before training).
+                with torch_model.disable_adapter():
+                    latency["base"] = _latency(torch_model, tokenizer, test_rows, cfg, device)
+    save_start = time.perf_counter()
+    stem = state.record["run"]["id"]
+    metrics["artifact_bytes"], state.record["run"]["artifact_dir"] = artifact_bytes(torch_model, cfg, stem)
+    metrics["save_seconds"] = time.perf_counter() - save_start
+    if cfg.eval.latency_prompts and cfg.method.name == "lora":
+        with _timed(parts, "latency"):
+            # Last, since merging changes the model in place. (QLoRA is not merged: that would requantise.)
+            torch_model = torch_model.merge_and_unload()
+            latency["merged"] = _latency(torch_model, tokenizer, test_rows, cfg, device)
+    if latency:
+        metrics["inference"] = latency
+    metrics["eval_parts_seconds"] = parts
+    metrics["eval_seconds"] = sum(parts.values())
+
+
+def _finish(state: _Run, started: float) -> dict:
+    """The run's times, its step log beside the record, the record written atomically; the scratch folder gone."""
+    record, metrics = state.record, state.metrics
     metrics["total_seconds"] = time.perf_counter() - started
     # the whole job process so far (interpreter start, imports, Hydra): the sweep's overhead per job
     metrics["process_seconds"] = startup.process_age_s()
     metrics["startup_seconds"] = startup.startup_seconds()
     record["run"]["finished_at"] = datetime.now(UTC).isoformat()
+    path = record_path(state.cfg)
+    partial_steps = state.work_dir / "steps.jsonl"
     if partial_steps.exists():
-        results_dir.mkdir(parents=True, exist_ok=True)
+        steps_path = path.with_name(f"{path.stem}.steps.jsonl")
+        steps_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(partial_steps, steps_path)
         record["run"]["steps_log"] = steps_path.name
-    write_json_atomic(record_path, record)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    record["run"]["record_path"] = str(record_path)
+    write_json_atomic(path, record)
+    shutil.rmtree(state.work_dir, ignore_errors=True)
+    record["run"]["record_path"] = str(path)
     return record

@@ -328,3 +328,32 @@ def test_the_report_kind_is_the_one_the_sweep_file_names():
     record = {"config": {"report_kind": "tradeoff", "eval": {"enabled": False}}}
     assert report_kind(record) == "tradeoff"
     assert report_kind({"config": {"eval": {"enabled": False}}}) == "scale"  # an older record
+
+
+def test_a_damaged_or_foreign_json_is_skipped_with_a_warning_naming_it(results, tmp_path):
+    """A record truncated by a crash and another tool's JSON in the results folder: the report and budget go on
+    with the readable records, each skipped file named once; resume runs the job of a damaged record again."""
+    folder = tmp_path / "results"
+    shutil.copytree(results, folder)
+    good = sorted(folder.glob("*.json"))[0]
+    truncated = folder / "truncated.json"
+    truncated.write_text(good.read_text()[:200])
+    foreign = folder / "package.json"
+    foreign.write_text('{"name": "not a record"}')
+    proc = subprocess.run([sys.executable, "-m", "harness", "report", str(folder), "--out", str(tmp_path / "out")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = proc.stdout + proc.stderr
+    assert log.count(f"skipping {truncated}") == 1 and log.count(f"skipping {foreign}") == 1
+    assert (tmp_path / "out" / "report.md").exists()
+    budget = subprocess.run([sys.executable, "-m", "harness", "budget", "--gpu-memory", "24GB", "--model",
+                             "llama-3.2-1b", "--results", str(folder)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert budget.returncode == 0 and f"skipping {truncated}" in budget.stderr
+
+    from harness.config import load_run_config
+    from harness.results import existing_ok_record, record_path
+
+    cfg = load_run_config(compose_config([*FAST, "method=lora", f"results_dir={folder}"]))
+    record_path(cfg).write_text("{")  # a crash mid-write (written atomically, it cannot: this is a copy gone bad)
+    assert existing_ok_record(cfg) is None

@@ -384,3 +384,25 @@ def test_mfu_counts_a_lora_step_as_forward_and_input_gradients_plus_the_adapters
     assert lora["mfu"] == pytest.approx(lora["flops_per_token"] * 1000.0 / lora["gpu_peak_flops"])
     assert lora["mfu_after_first_step"] == pytest.approx(lora["mfu"] * 1.2)
     assert _throughput(metrics, {"gpu_name": None}, cfg("lora"), samples=20)["mfu"] is None  # a CPU: no guess
+
+
+def test_scratch_folders_of_dead_runs_are_removed_when_the_next_run_starts(monkeypatch, tmp_path):
+    """kill -9 leaves a run's scratch folder behind (nothing in the run can clean up); the next run removes the
+    folders whose process is gone, and only those."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from harness import train
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    gone = tmp_path / f"ft-harness-{dead_pid}-run-abc"
+    alive = tmp_path / "ft-harness-1-run-abc"  # pid 1 is always alive
+    mine = train.scratch_dir("run")
+    other = tmp_path / "ft-harness-cache"  # not a scratch folder of this form
+    for folder in (gone, alive, other):
+        folder.mkdir()
+    assert train.remove_dead_scratch() == [gone]
+    assert not gone.exists() and alive.exists() and mine.exists() and other.exists()
