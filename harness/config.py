@@ -2,6 +2,8 @@
 
 Hydra composes YAML from conf/; `load_run_config` merges it onto these dataclasses (so unknown keys and
 wrong types fail at once) and `check` adds the semantic rules, each error naming the bad field.
+Defaults live in one place, the YAML of conf/ (what a user composes and reads); the run-wide dataclasses here
+are the schema, their fields MISSING, so a field the YAML does not set is an error, not a second default.
 Methods differ only in config: `lora` is `full` plus adapter fields, `qlora` is `lora` plus a 4-bit
 quantisation of the frozen base.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 METHODS = ("full", "lora", "qlora")
@@ -61,13 +63,17 @@ class MethodConfig:
 
     @property
     def label(self) -> str:
-        """Short name for tables: full, lora-r16, qlora-nf4-r16, qlora-fp4-dq-r16."""
-        if self.name == "full":
-            return "full"
-        if self.name == "lora":
-            return f"lora-r{self.r}"
-        dq = "-dq" if self.double_quant else ""
-        return f"qlora-{self.quant_type}{dq}-r{self.r}"
+        return method_label(self.name, self.r, self.quant_type, self.double_quant)
+
+
+def method_label(name: str, r: int | None, quant_type: str | None, double_quant: bool | None) -> str:
+    """The one short name of a method, in records, tables and `budget`: full, lora-r16, qlora-nf4-r16,
+    qlora-fp4-dq-r16."""
+    if name == "full":
+        return "full"
+    if name == "lora":
+        return f"lora-r{r}"
+    return f"qlora-{quant_type or 'nf4'}{'-dq' if double_quant else ''}-r{r}"
 
 
 @dataclass
@@ -99,87 +105,87 @@ class DatasetConfig:
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 60
-    num_epochs: float | None = None
+    max_steps: int = MISSING
+    num_epochs: float | None = MISSING
     # The speed benchmark's recipes differ in batch size; this keeps them on the same examples. When set,
     # max_steps counts optimizer steps of reference_batch examples, and a recipe with another batch_size x
     # grad_accum takes max_steps x reference_batch / (batch_size x grad_accum) steps (a whole number, checked).
     # null: max_steps as given. See optimizer_steps().
-    reference_batch: int | None = None
+    reference_batch: int | None = MISSING
     # Multiplies the method's learning rate (method.learning_rate): a recipe that takes larger batches, hence
     # fewer steps over the same examples, can take a larger rate.
-    learning_rate_scale: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_seq_len: int = 256
-    precision: str = "auto"
-    seed: int = 0
-    gradient_checkpointing: bool = False
+    learning_rate_scale: float = MISSING
+    batch_size: int = MISSING
+    grad_accum: int = MISSING
+    max_seq_len: int = MISSING
+    precision: str = MISSING
+    seed: int = MISSING
+    gradient_checkpointing: bool = MISSING
     # Padding-free batches (transformers' DataCollatorWithFlattening): a batch's examples are concatenated into
     # one row with position ids restarting at each example, and attention stays inside each example.
-    packing: bool = False
+    packing: bool = MISSING
     # Pad every batch to this many tokens (the documents' recipe pads to 512); null pads to the batch's longest.
-    pad_to_length: int | None = None
+    pad_to_length: int | None = MISSING
     # Round each batch's width up to a multiple of this (null: exact longest): a few distinct shapes, so
     # torch.compile does not recompile for every new length and each CUDA graph is reused.
-    pad_to_multiple_of: int | None = None
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    lr_scheduler: str = "cosine"
-    max_grad_norm: float = 1.0
-    logging_steps: int = 5
+    pad_to_multiple_of: int | None = MISSING
+    warmup_ratio: float = MISSING
+    weight_decay: float = MISSING
+    lr_scheduler: str = MISSING
+    max_grad_norm: float = MISSING
+    logging_steps: int = MISSING
     # Any optimizer name HF Trainer takes: adamw_torch, adamw_torch_fused, adamw_bnb_8bit, paged_adamw_8bit, ...
-    optim: str = "adamw_torch"
+    optim: str = MISSING
     # The knobs of the speed benchmark (sweeps/speedups.yaml measures each one alone):
     # random, or group_by_length (batches of similar lengths, less padding; HF's LengthGroupedSampler).
-    sampling: str = "random"
-    dataloader_workers: int = 0
-    torch_compile: bool = False
+    sampling: str = MISSING
+    dataloader_workers: int = MISSING
+    torch_compile: bool = MISSING
     # torch.compile's mode (Trainer's torch_compile_mode): null (torch's default), default, reduce-overhead
     # (CUDA graphs: no per-kernel launch cost, for static shapes), max-autotune, max-autotune-no-cudagraphs.
-    torch_compile_mode: str | None = None
-    attn_implementation: str = "sdpa"
+    torch_compile_mode: str | None = MISSING
+    attn_implementation: str = MISSING
     # true: no host-device synchronisation between logging steps. Stock HF Trainer waits for the GPU twice per
     # micro-batch (its nan/inf loss check and its token count's .item()) and copies each batch with a blocking
     # copy, so the CPU cannot queue the next step while the GPU works; here the loss filter is off, the token
     # count stays on the GPU until the next log, and batches are copied non-blocking from pinned memory.
-    sync_free_steps: bool = False
+    sync_free_steps: bool = MISSING
     # peft casts each adapted layer's input to the adapter's dtype (fp32) before its matmuls, which autocast then
     # casts back to bf16: a lossless round trip (bf16 -> fp32 -> bf16) that costs two casts per layer forward and
     # two in backward. false skips it during training (peft.helpers.disable_input_dtype_casting); LoRA/QLoRA
     # only (full FT has no adapters), and it needs autocast (precision bf16/fp16) to stay lossless.
-    adapter_input_cast: bool = True
+    adapter_input_cast: bool = MISSING
     # Liger's Triton kernels, applied by HF Trainer (use_liger_kernel): fused RMSNorm, RoPE and SwiGLU, and a
     # linear + cross-entropy that never materialises the logits. Fewer kernel launches per step and less memory
     # traffic; CUDA only, and needs the liger-kernel package (not a dependency: `pip install liger-kernel`).
-    liger_kernel: bool = False
+    liger_kernel: bool = MISSING
 
 
 @dataclass
 class EvalConfig:
     # false: train only (memory and speed), no validation loss, score, forgetting or latency.
-    enabled: bool = True
-    batch_size: int = 16
-    max_test_examples: int | None = 400
-    max_new_tokens: int = 96
-    base_model: bool = True
+    enabled: bool = MISSING
+    batch_size: int = MISSING
+    max_test_examples: int | None = MISSING
+    max_new_tokens: int = MISSING
+    base_model: bool = MISSING
     # Forgetting: loss on general text (not the task) before and after training; 0 chunks turns it off.
-    forgetting_chunks: int = 8
-    forgetting_chunk_tokens: int = 256
+    forgetting_chunks: int = MISSING
+    forgetting_chunk_tokens: int = MISSING
     # Inference cost: latency of base / adapter unmerged / merged on the first N test prompts; 0 turns it off.
-    latency_prompts: int = 4
-    latency_new_tokens: int = 32
+    latency_prompts: int = MISSING
+    latency_new_tokens: int = MISSING
 
 
 @dataclass
 class MemoryConfig:
     # The background sampler (RSS, and NVML on a GPU) during training; false leaves torch's own peak counters
     # and the readings at each logged step (the way to measure the sampler's own overhead).
-    sampler: bool = True
-    sample_interval_s: float = 0.2
+    sampler: bool = MISSING
+    sample_interval_s: float = MISSING
     # GPU memory held by other processes at start above which the run warns (or, when strict, refuses).
-    foreign_gpu_mib_limit: float = 512.0
-    strict: bool = False
+    foreign_gpu_mib_limit: float = MISSING
+    strict: bool = MISSING
 
 
 @dataclass
@@ -190,24 +196,24 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
-    results_dir: str = "results"
-    cache_dir: str = "~/.cache/ft-harness"
-    device: str = "auto"
+    results_dir: str = MISSING
+    cache_dir: str = MISSING
+    device: str = MISSING
     # Keep the saved adapter / checkpoint under results_dir/artifacts (it is always saved once to measure it).
-    keep_artifact: bool = False
+    keep_artifact: bool = MISSING
     # Rerun even when a record of this config exists with status ok (otherwise the run is skipped: resume).
-    force: bool = False
+    force: bool = MISSING
     # The sweep this run belongs to (names the report folder); not part of the run's key.
-    sweep_name: str = "adhoc"
+    sweep_name: str = MISSING
     # Which report the sweep's records make (REPORT_KINDS), set by the sweep file; not part of the run's key.
-    report_kind: str = "tradeoff"
+    report_kind: str = MISSING
     # Where a sweep's report is written.
-    report_dir: str = "reports"
+    report_dir: str = MISSING
     # A named set of reduced settings (conf/profile/), stated in the report; "full" = the settings as composed.
     # A named training recipe (conf/recipe/): documents, baseline or harness; "custom" = as composed.
-    recipe_name: str = "custom"
-    profile_name: str = "full"
-    profile_note: str = ""
+    recipe_name: str = MISSING
+    profile_name: str = MISSING
+    profile_note: str = MISSING
 
 
 def _require(condition: bool, message: str) -> None:
@@ -342,9 +348,17 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+DEFAULT_CACHE_DIR = "~/.cache/ft-harness"
+
+
 def cache_root() -> Path:
-    """The harness's cache folder outside a run (a run has cfg.cache_dir): FT_HARNESS_CACHE, else the default."""
-    return Path(os.environ.get("FT_HARNESS_CACHE") or RunConfig.cache_dir).expanduser()
+    """The harness's cache folder: FT_HARNESS_CACHE, else ~/.cache/ft-harness (conf/config.yaml's cache_dir
+    reads it through the `ft_harness_cache` resolver, so the default is written here only)."""
+    return Path(os.environ.get("FT_HARNESS_CACHE") or DEFAULT_CACHE_DIR).expanduser()
+
+
+if not OmegaConf.has_resolver("ft_harness_cache"):
+    OmegaConf.register_new_resolver("ft_harness_cache", lambda: str(cache_root()))
 
 
 def cpu_has_bf16() -> bool:

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from harness.config import cache_root
+from harness.config import cache_root, method_label
 from harness.results import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -80,11 +80,7 @@ class Setting:
 
     @property
     def label(self) -> str:
-        if self.method == "full":
-            return "full"
-        if self.method == "lora":
-            return f"lora-r{self.r}"
-        return f"qlora-{self.quant_type}{'-dq' if self.double_quant else ''}-r{self.r}"
+        return method_label(self.method, self.r, self.quant_type, self.double_quant)
 
 
 @dataclass
