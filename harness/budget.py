@@ -6,6 +6,8 @@ the measured one where a GPU record of exactly those conditions exists in result
 prediction (calibrated on the GPU records found, and saying so). Quality costs come from the sweeps' records.
 """
 
+# Over ~350 lines on purpose: the command's parsing, its answer and what-would-fit search read as one flow.
+
 from __future__ import annotations
 
 import argparse
@@ -166,6 +168,7 @@ def checkpointing_speed_costs(records: list[dict], model_name: str) -> dict[str,
 # ---------------------------------------------------------------------------------------------- answer
 
 
+# Long on purpose: one row per method, each cell from measured-or-predicted, read top to bottom as the table.
 def answer(
     model: str,
     gpu_bytes: float,

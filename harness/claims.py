@@ -5,6 +5,8 @@ per-variant frame (runs of one method label averaged over seeds, see report.py) 
 measured and one of the verdicts below, with the reason. Nothing here knows a result in advance.
 """
 
+# Over ~350 lines on purpose: one check per claim kind, side by side, so their evidence rules can be compared.
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,6 +53,7 @@ def _score_se(row: pd.Series, metric: str = "score") -> float:
     return math.sqrt(max(p * (1 - p), 1 / n) / n)  # at least one example's worth, so 0 % or 100 % is not exact
 
 
+# Long on purpose: one branch per claim kind (above, range, fits, sharded), each deciding from the same evidence.
 def memory_at_scale(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
     """A memory claim about a 7B-70B model, at the stated conditions: against a GPU record of exactly those
     conditions where one exists (the scale sweep); else against the exact count of what must be resident (weights,

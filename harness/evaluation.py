@@ -6,6 +6,9 @@ fetches from the hub, which this project cannot assume.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -14,7 +17,9 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from harness.config import RunConfig
 from harness.data import render_prompt
+from harness.results import write_json_atomic
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 
@@ -200,3 +205,67 @@ def generation_latency(
         "new_tokens": new_tokens,
         "n_prompts": len(latencies),
     }
+
+
+# ------------------------------------------------------------------ a run's checks, as its config sets them
+
+
+def run_score(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str) -> dict:
+    return task_score(
+        torch_model,
+        tokenizer,
+        test_rows,
+        scorer=cfg.dataset.scorer,
+        use_chat_template=cfg.dataset.use_chat_template,
+        batch_size=cfg.eval.batch_size,
+        max_new_tokens=cfg.eval.max_new_tokens,
+        device=device,
+    )
+
+
+def base_score(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str, dtype: torch.dtype) -> dict:
+    """The untrained model's score, cached: every LoRA rank of a sweep shares one base (same weights,
+    dtype and quantisation), so it is scored once per cache instead of once per run."""
+    m = cfg.method
+    key_fields = {
+        "model": dataclasses.asdict(cfg.model),
+        "dataset": dataclasses.asdict(cfg.dataset),
+        "eval": [cfg.eval.batch_size, cfg.eval.max_test_examples, cfg.eval.max_new_tokens],
+        "dtype": str(dtype),
+        "quant": [m.quant_type, m.double_quant, m.compute_dtype] if m.name == "qlora" else None,
+        "device": device,
+        "seed": cfg.train.seed if cfg.model.init == "random" else None,
+    }
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = Path(cfg.cache_dir).expanduser() / "base_scores" / f"{key}.json"
+    if path.exists():
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        cached["cached_from"] = str(path)
+        return cached
+    result = run_score(torch_model, tokenizer, test_rows, cfg, device)
+    write_json_atomic(path, result)
+    return result
+
+
+def forgetting_loss(torch_model, tokenizer, cfg: RunConfig, device: str) -> dict | None:
+    if not cfg.eval.forgetting_chunks:
+        return None
+    return general_text_loss(
+        torch_model,
+        tokenizer,
+        device=device,
+        chunk_tokens=cfg.eval.forgetting_chunk_tokens,
+        max_chunks=cfg.eval.forgetting_chunks,
+    )
+
+
+def run_latency(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str) -> dict:
+    prompts = list(test_rows["prompt"][: cfg.eval.latency_prompts])
+    return generation_latency(
+        torch_model,
+        tokenizer,
+        prompts,
+        use_chat_template=cfg.dataset.use_chat_template,
+        new_tokens=cfg.eval.latency_new_tokens,
+        device=device,
+    )

@@ -27,6 +27,7 @@ def _steps_losses(record: dict) -> list[float]:
     return [r["loss"] for r in rows if r.get("loss") is not None]
 
 
+# Long on purpose: one dict literal, a column per figure the reports read.
 def runs_frame(records: list[dict]) -> pd.DataFrame:
     """One row per record with every figure the report uses (failed and oom runs included)."""
     rows = []

@@ -23,20 +23,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
-import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from harness.config import cache_root, method_label
-from harness.results import write_json_atomic
-
-log = logging.getLogger(__name__)
+from harness.activations import (  # noqa: F401 (the activation count is part of this model's interface)
+    ActivationCount,
+    _frozen,
+    activation_bytes,
+    cached_activations,
+    count_saved_activations,
+    meta_model,
+)
+from harness.config import method_label
 
 MIB = 1024**2
 GIB = 1024**3
@@ -90,20 +91,6 @@ class Shapes:
     total_params: int
     linear: dict[str, tuple[int, int]]  # decoder-layer linear layers: full name -> (in_features, out_features)
     num_layers: int
-
-
-def _config(architecture: dict[str, Any]):
-    from transformers import AutoConfig
-
-    return AutoConfig.for_model(**architecture)
-
-
-def meta_model(architecture: dict[str, Any], dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
-    """The transformers model of `architecture` with no storage: every tensor on the meta device."""
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(_config(architecture), dtype=dtype)
 
 
 def shapes(architecture: dict[str, Any]) -> Shapes:
@@ -172,118 +159,6 @@ def static_bytes(s: Shapes, setting: Setting) -> dict[str, float]:
     }
 
 
-@dataclass
-class ActivationCount:
-    per_layer: float  # bytes saved for backward by one decoder layer
-    outside_layers: float  # embeddings, final norm, logits and loss
-    layer_input: float  # one layer's input (what gradient checkpointing keeps per layer)
-    largest_transient: float  # the logits' gradient, allocated at the start of backward
-
-
-def count_saved_activations(
-    architecture: dict[str, Any], setting: Setting, max_layers: int | None = 2
-) -> ActivationCount:
-    """Bytes autograd saves for backward on one forward at (batch, seq_len), counted on fake tensors.
-
-    The model is built and run under torch's FakeTensorMode: real shapes, dtypes and autograd graph, no storage.
-    LoRA and QLoRA are counted on a LoRA model with a bf16 base (a 4-bit layer saves the same input for its
-    backward; bitsandbytes dequantises one weight at a time, a transient the calibration absorbs). Not counted:
-    the (batch, 1, seq, seq) causal mask that tracing makes transformers build; on a GPU, SDPA runs causal
-    without one.
-    """
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    # the harness's dtypes: full FT trains fp32 weights, LoRA/QLoRA a bf16 base with fp32 adapters (peft's
-    # default), both under bf16 autocast, whose bf16 copies of weights and inputs are what backward keeps
-    # every decoder layer saves the same, so two layers give the per-layer count of any depth (and keep a 70B
-    # count to a fraction of a second)
-    depth = int(architecture["num_hidden_layers"])
-    two_layers = {**architecture, "num_hidden_layers": min(max_layers, depth) if max_layers else depth}
-    model = meta_model(two_layers, dtype=torch.float32 if setting.method == "full" else torch.bfloat16)
-    if setting.method != "full":
-        from peft import LoraConfig, get_peft_model
-
-        with torch.device("meta"):
-            model = get_peft_model(
-                model, LoraConfig(r=setting.r, lora_alpha=2 * setting.r, target_modules=list(setting.target_modules))
-            )
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        # meta parameters -> fake CPU ones (same shapes and dtypes, no storage; on fake tensors transformers skips
-        # its data-dependent checks, and CPU autocast applies as CUDA autocast does on a GPU)
-        for module in model.modules():
-            for name, p in list(module._parameters.items()):
-                if p is not None:
-                    fake = torch.empty(p.shape, dtype=p.dtype)
-                    module._parameters[name] = torch.nn.Parameter(fake, requires_grad=p.requires_grad)
-        for module in model.modules():
-            for name, b in list(module._buffers.items()):
-                if b is not None:
-                    module._buffers[name] = torch.empty(b.shape, dtype=b.dtype)
-        params = {id(p) for p in model.parameters()}
-        layers = _decoder_layers(model)
-        current: list[int | None] = [None]
-        saved: dict[int | None, dict[int, int]] = {}
-        keep: list[torch.Tensor] = []
-        mask_shape = (setting.batch, 1, setting.seq_len, setting.seq_len)
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            root = t._base if t._base is not None else t
-            if id(root) in params or id(t) in params or tuple(root.shape) == mask_shape:
-                return t
-            keep.append(root)  # keeps ids unique while counting
-            saved.setdefault(current[0], {})[id(root)] = root.numel() * root.element_size()
-            return t
-
-        def enter(index: int):
-            def hook(module, args):
-                current[0] = index
-
-            return hook
-
-        def leave(module, args, output):
-            current[0] = None
-
-        handles = []
-        for i, layer in enumerate(layers):
-            handles.append(layer.register_forward_pre_hook(enter(i)))
-            handles.append(layer.register_forward_hook(leave))
-        ids = torch.zeros(setting.batch, setting.seq_len, dtype=torch.long)
-        try:
-            with (
-                torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
-                torch.autocast("cpu", dtype=torch.bfloat16),
-            ):
-                model(input_ids=ids, labels=ids, use_cache=False)
-        finally:
-            for h in handles:
-                h.remove()
-    per_layer = [sum(saved.get(i, {}).values()) for i in range(len(layers))]
-    hidden = architecture["hidden_size"]
-    logits_fp32 = setting.batch * setting.seq_len * architecture["vocab_size"] * 4
-    return ActivationCount(
-        per_layer=float(max(per_layer)) if per_layer else 0.0,
-        outside_layers=float(sum(saved.get(None, {}).values())),
-        layer_input=float(setting.batch * setting.seq_len * hidden * 2),
-        largest_transient=float(logits_fp32),
-    )
-
-
-def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    for module in model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) > 0 and hasattr(module[0], "self_attn"):
-            return list(module)
-    raise ValueError("no decoder layers (a ModuleList of blocks with self_attn) found in this model")
-
-
-def activation_bytes(count: ActivationCount, num_layers: int, gradient_checkpointing: bool) -> float:
-    if gradient_checkpointing:
-        # each layer keeps its input; one layer's activations are rebuilt at a time in backward
-        return num_layers * count.layer_input + count.per_layer + count.outside_layers
-    return num_layers * count.per_layer + count.outside_layers
-
-
-# Calibrated only with this many distinct configurations of a method family (a fit on fewer has no error worth
-# stating on configurations it was not fitted on).
 MIN_CONFIGS = 3
 
 
@@ -357,12 +232,7 @@ class Prediction:
         return " + ".join(parts) + f" = {self.peak_gib:.2f} GiB"
 
 
-_ACTIVATION_CACHE: dict[tuple, tuple[ActivationCount, ActivationCount, ActivationCount]] = {}
 _SHAPES_CACHE: dict[tuple, Shapes] = {}
-
-
-def _frozen(architecture: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, str(v)) for k, v in architecture.items()))
 
 
 def cached_shapes(architecture: dict[str, Any]) -> Shapes:
@@ -370,94 +240,6 @@ def cached_shapes(architecture: dict[str, Any]) -> Shapes:
     if key not in _SHAPES_CACHE:
         _SHAPES_CACHE[key] = shapes(architecture)
     return _SHAPES_CACHE[key]
-
-
-def _counts_file(architecture: dict[str, Any], base: Setting) -> Path:
-    """Where the three counts of (architecture, adapter shape) are kept between processes.
-
-    The key holds the library versions, since the count runs their model code."""
-    import peft
-    import transformers
-
-    key = json.dumps(
-        [
-            _frozen(architecture),
-            dataclasses.asdict(base),
-            torch.__version__,
-            transformers.__version__,
-            peft.__version__,
-        ],
-        sort_keys=True,
-        default=str,
-    )
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return cache_root() / "activation_counts" / f"{architecture.get('model_type', 'model')}-{base.label}-{digest}.json"
-
-
-def _stored_counts(architecture: dict[str, Any], base: Setting) -> tuple[ActivationCount, ...]:
-    """The counts at (1, 128), (1, 256) and (2, 128), from the disk cache or counted and stored there.
-
-    Why on disk: counting takes seconds per model (about 20 s of every sweep's report went to it, measured on
-    an H200 on 2026-11-26), and the answer only changes with the model's shapes and the library versions."""
-    path = _counts_file(architecture, base)
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        return tuple(ActivationCount(**c) for c in stored["counts"])
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError, KeyError, TypeError) as e:  # damaged or foreign: counted again, replaced
-        log.warning("activation count cache %s unreadable (%s): counting again", path, e)
-    counts = (
-        count_saved_activations(architecture, base),
-        count_saved_activations(architecture, dataclasses.replace(base, seq_len=256)),
-        count_saved_activations(architecture, dataclasses.replace(base, batch=2)),
-    )
-    try:
-        write_json_atomic(
-            path,
-            {
-                "architecture": architecture,
-                "setting": dataclasses.asdict(base),
-                "counts": [dataclasses.asdict(c) for c in counts],
-            },
-        )
-    except OSError as e:  # a read-only cache costs time, not the answer
-        log.warning("activation counts not cached (%s)", e)
-    return counts
-
-
-def cached_activations(architecture: dict[str, Any], setting: Setting) -> ActivationCount:
-    """The count at (batch, seq_len), from three counts per model and adapter shape.
-
-    Saved bytes are c + a * batch * seq_len + b * seq_len: a constant (autocast's bf16 copies of weights), a
-    per-token part (SDPA keeps no seq x seq matrix) and a per-position part shared by the batch (the rotary
-    tables). Counts at (1, 128), (1, 256) and (2, 128) give all three, so any (batch, seq_len) is exact and the
-    budget command stays fast.
-    """
-    # activations do not depend on the optimizer, checkpointing or quantisation
-    base = dataclasses.replace(
-        setting,
-        method="full" if setting.method == "full" else "lora",
-        optim="adamw_torch",
-        gradient_checkpointing=False,
-        quant_type="nf4",
-        double_quant=False,
-        batch=1,
-        seq_len=128,
-    )
-    key = (_frozen(architecture), base)
-    if key not in _ACTIVATION_CACHE:
-        _ACTIVATION_CACHE[key] = _stored_counts(architecture, base)
-    one_128, one_256, two_128 = _ACTIVATION_CACHE[key]
-
-    def at(field: str) -> float:
-        a_, b_, c_ = getattr(one_128, field), getattr(one_256, field), getattr(two_128, field)
-        per_position = (b_ - c_) / 128
-        per_token = (c_ - a_) / 128
-        constant = a_ - 128 * per_token - 128 * per_position
-        return constant + per_token * setting.batch * setting.seq_len + per_position * setting.seq_len
-
-    return ActivationCount(**{f.name: at(f.name) for f in dataclasses.fields(ActivationCount)})
 
 
 def predict(

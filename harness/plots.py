@@ -29,6 +29,7 @@ def _pareto(points: list[tuple[float, float]]) -> list[int]:
     return sorted(keep, key=lambda i: points[i][0])
 
 
+# Long on purpose: one block per plot, in the order the report shows them.
 def make_plots(runs: pd.DataFrame, variants: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     """Each plot as a PNG in out_dir; a plot whose data is missing is left out."""
     out_dir.mkdir(parents=True, exist_ok=True)

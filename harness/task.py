@@ -230,6 +230,7 @@ def _add_noise(rng: random.Random, text: str) -> str:
     return text
 
 
+# Long on purpose: one example's fields drawn in turn from one random stream (the order fixes the task).
 def make_example(rng: random.Random, *, order_number: int, allow_unseen: bool) -> Example:
     """Generate one example; order_number makes the order id unique across the whole dataset."""
     unseen = False

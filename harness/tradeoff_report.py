@@ -23,6 +23,7 @@ from harness.report_page import GENERATED, html_head, inline_image
 from harness.results import NOT_IN_KEY
 
 
+# Long on purpose: one row per condition the report states, as a list a reader can scan.
 def conditions(records: list[dict]) -> pd.DataFrame:
     """What the figures depend on; a value that differs between runs is listed with each of its values."""
 
@@ -258,6 +259,7 @@ def split_by_conditions(records: list[dict]) -> tuple[list[dict], str]:
     return kept, note
 
 
+# Long on purpose: the page's sections in reading order, written once to markdown and once to HTML.
 def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all_records: list[dict]) -> list[Path]:
     """Write report.md (plots as PNG beside it) and a self-contained report.html into out_dir.
 

@@ -5,12 +5,12 @@ before training starts and raised as ConfigError, which leaves no record. Once t
 a failure still writes a record: status `oom` (with the peak reached) or `failed` with the error text.
 """
 
+# Over ~350 lines on purpose: one run's steps and the helpers only they use, read top to bottom.
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import os
@@ -23,12 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import Trainer, set_seed
 
 from harness import data, env, evaluation, flops, models, startup
 from harness.config import ConfigError, RunConfig, check_for_device, optimizer_steps, precision_reason
 from harness.monitor import MemorySampler, StepLogger, compile_stats, reset_compile_stats
 from harness.results import Status, new_record, record_path, write_json_atomic
+from harness.trainer import SyncFreeTrainer, training_arguments  # noqa: F401 (training_arguments: tests, tools)
 
 log = logging.getLogger(__name__)
 
@@ -127,67 +128,6 @@ def prepare_inputs(cfg: RunConfig):
     return tokenizer, tokenized, test
 
 
-def _score(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str) -> dict:
-    return evaluation.task_score(
-        torch_model,
-        tokenizer,
-        test_rows,
-        scorer=cfg.dataset.scorer,
-        use_chat_template=cfg.dataset.use_chat_template,
-        batch_size=cfg.eval.batch_size,
-        max_new_tokens=cfg.eval.max_new_tokens,
-        device=device,
-    )
-
-
-def _base_score(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str, dtype: torch.dtype) -> dict:
-    """The untrained model's score, cached: every LoRA rank of a sweep shares one base (same weights,
-    dtype and quantisation), so it is scored once per cache instead of once per run."""
-    m = cfg.method
-    key_fields = {
-        "model": dataclasses.asdict(cfg.model),
-        "dataset": dataclasses.asdict(cfg.dataset),
-        "eval": [cfg.eval.batch_size, cfg.eval.max_test_examples, cfg.eval.max_new_tokens],
-        "dtype": str(dtype),
-        "quant": [m.quant_type, m.double_quant, m.compute_dtype] if m.name == "qlora" else None,
-        "device": device,
-        "seed": cfg.train.seed if cfg.model.init == "random" else None,
-    }
-    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = Path(cfg.cache_dir).expanduser() / "base_scores" / f"{key}.json"
-    if path.exists():
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        cached["cached_from"] = str(path)
-        return cached
-    result = _score(torch_model, tokenizer, test_rows, cfg, device)
-    write_json_atomic(path, result)
-    return result
-
-
-def _general_loss(torch_model, tokenizer, cfg: RunConfig, device: str) -> dict | None:
-    if not cfg.eval.forgetting_chunks:
-        return None
-    return evaluation.general_text_loss(
-        torch_model,
-        tokenizer,
-        device=device,
-        chunk_tokens=cfg.eval.forgetting_chunk_tokens,
-        max_chunks=cfg.eval.forgetting_chunks,
-    )
-
-
-def _latency(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str) -> dict:
-    prompts = list(test_rows["prompt"][: cfg.eval.latency_prompts])
-    return evaluation.generation_latency(
-        torch_model,
-        tokenizer,
-        prompts,
-        use_chat_template=cfg.dataset.use_chat_template,
-        new_tokens=cfg.eval.latency_new_tokens,
-        device=device,
-    )
-
-
 @contextlib.contextmanager
 def _timed(parts: dict[str, float], name: str):
     """Add the block's wall time to parts[name] (a part may be timed in several blocks)."""
@@ -223,88 +163,6 @@ def _throughput(metrics: dict, environment: dict, cfg: RunConfig, samples: int) 
     }
 
 
-class SyncFreeTrainer(Trainer):
-    """HF Trainer whose non-padding token count stays on the GPU between logging steps.
-
-    Stock Trainer adds each micro-batch's count to `state.num_input_tokens_seen` with `.item()`, which makes
-    the CPU wait for the GPU to finish everything queued so far, once per micro-batch. Here the counts add up
-    on the device and reach the state when Trainer logs (`log` is its documented override point), where the
-    step logger synchronises anyway. Used with train.sync_free_steps=true only.
-    """
-
-    _unlogged_tokens: torch.Tensor | int = 0
-
-    def _track_num_input_tokens(self, inputs) -> None:
-        # as stock Trainer counts "non_padding" without a tokenizer: the attention mask, else every token
-        # (packed batches have no mask and no padding)
-        mask = inputs.get("attention_mask")
-        count = mask.sum() if mask is not None else inputs["input_ids"].numel()
-        self._unlogged_tokens = self._unlogged_tokens + count
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        self.state.num_input_tokens_seen += int(self._unlogged_tokens)
-        self._unlogged_tokens = 0
-        super().log(logs, start_time)
-
-
-def _sync_free_arguments(sync_free: bool, device: str) -> dict:
-    """TrainingArguments for train.sync_free_steps: no nan/inf check of each micro-batch's loss (a sync; a nan
-    loss is then logged as nan) and non-blocking batch copies (from the pinned memory the loader fills)."""
-    if not sync_free:
-        return {}
-    arguments: dict = {"logging_nan_inf_filter": False}
-    if device != "cpu":
-        arguments["accelerator_config"] = {"non_blocking": True}
-    return arguments
-
-
-def _sampling_arguments(sampling: str) -> dict:
-    """transformers' train_sampling_strategy (2026), or the older group_by_length flag where it is missing:
-    pyproject allows transformers >= 5.17, which the GPU machine has."""
-    if "train_sampling_strategy" in {f.name for f in dataclasses.fields(TrainingArguments)}:
-        return {"train_sampling_strategy": sampling}
-    return {"group_by_length": sampling == "group_by_length"}
-
-
-def training_arguments(cfg: RunConfig, *, precision: str, device: str, output_dir: str) -> TrainingArguments:
-    t = cfg.train
-    steps = optimizer_steps(t.max_steps, t.batch_size, t.grad_accum, t.reference_batch)
-    max_steps = steps if steps > 0 else -1
-    return TrainingArguments(
-        output_dir=output_dir,
-        max_steps=max_steps,
-        num_train_epochs=t.num_epochs or 1.0,
-        per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        learning_rate=cfg.method.learning_rate * t.learning_rate_scale,
-        weight_decay=t.weight_decay,
-        warmup_steps=int(t.warmup_ratio * steps) if steps > 0 else 0,
-        lr_scheduler_type=t.lr_scheduler,
-        max_grad_norm=t.max_grad_norm,
-        optim=t.optim,
-        **_sampling_arguments(t.sampling),
-        dataloader_num_workers=t.dataloader_workers,
-        torch_compile=t.torch_compile,
-        use_liger_kernel=t.liger_kernel,
-        **({"torch_compile_mode": t.torch_compile_mode} if t.torch_compile_mode else {}),
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
-        eval_strategy="no",
-        save_strategy="no",
-        report_to="none",
-        seed=t.seed,
-        data_seed=t.seed,
-        use_cpu=device == "cpu",
-        include_num_input_tokens_seen="non_padding",
-        remove_unused_columns=False,
-        per_device_eval_batch_size=cfg.eval.batch_size,
-        dataloader_pin_memory=device != "cpu",
-        **_sync_free_arguments(t.sync_free_steps, device),
-    )
-
-
 @dataclasses.dataclass
 class _Run:
     """What the steps of one run share: its inputs, where it runs, its record and its scratch folder."""
@@ -324,6 +182,7 @@ class _Run:
         return self.record["metrics"]
 
 
+# Long on purpose: the run's steps and the three ways it can end (ok, oom/failed, stopped) in one view.
 def run(cfg: RunConfig) -> dict:
     """Run one configuration and write its record; returns the record. ConfigError leaves no record.
 
@@ -428,12 +287,14 @@ def _check_base(state: _Run, base: torch.nn.Module, load_base: Callable[[], torc
     evaluate = cfg.eval.enabled
     if evaluate and cfg.eval.base_model:
         dtype = models.weights_dtype(cfg, state.precision)
-        metrics["base_score"] = _base_score(base, state.tokenizer, state.test_rows, cfg, device, dtype)
-    forgetting_before = _general_loss(base, state.tokenizer, cfg, device) if evaluate else None
+        metrics["base_score"] = evaluation.base_score(base, state.tokenizer, state.test_rows, cfg, device, dtype)
+    forgetting_before = evaluation.forgetting_loss(base, state.tokenizer, cfg, device) if evaluate else None
     # Full FT changes the base itself, so its base is timed now; LoRA/QLoRA time theirs after training with
     # the adapter switched off (_evaluate).
     timed_before = evaluate and cfg.eval.latency_prompts and cfg.method.name == "full"
-    latency = {"base": _latency(base, state.tokenizer, state.test_rows, cfg, device)} if timed_before else {}
+    latency = (
+        {"base": evaluation.run_latency(base, state.tokenizer, state.test_rows, cfg, device)} if timed_before else {}
+    )
     if evaluate and (cfg.eval.base_model or cfg.eval.forgetting_chunks or cfg.eval.latency_prompts):
         if cfg.method.name == "qlora" and device == "cpu":
             # On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks each 4-bit weight for an inference
@@ -499,10 +360,10 @@ def _evaluate(state: _Run, trainer: Trainer, torch_model: torch.nn.Module, befor
     metrics["eval_loss"] = eval_out["eval_loss"]
     metrics["eval_perplexity"] = math.exp(eval_out["eval_loss"]) if eval_out["eval_loss"] < 50 else None
     with _timed(parts, "test_generation"):
-        metrics["score"] = _score(torch_model, tokenizer, test_rows, cfg, device)
+        metrics["score"] = evaluation.run_score(torch_model, tokenizer, test_rows, cfg, device)
     if before["forgetting"] is not None:
         with _timed(parts, "forgetting"):
-            after = _general_loss(torch_model, tokenizer, cfg, device)
+            after = evaluation.forgetting_loss(torch_model, tokenizer, cfg, device)
         metrics["forgetting"] = {
             "loss_before": before["forgetting"]["loss"],
             "loss_after": after["loss"],
@@ -513,7 +374,7 @@ def _evaluate(state: _Run, trainer: Trainer, torch_model: torch.nn.Module, befor
     if cfg.eval.latency_prompts:
         with _timed(parts, "latency"):
             # full FT: the trained model; LoRA: adapter unmerged; QLoRA: the 4-bit base with its adapter.
-            latency["trained" if cfg.method.name == "full" else "unmerged"] = _latency(
+            latency["trained" if cfg.method.name == "full" else "unmerged"] = evaluation.run_latency(
                 torch_model, tokenizer, test_rows, cfg, device
             )
             if cfg.method.name != "full":
@@ -521,7 +382,7 @@ def _evaluate(state: _Run, trainer: Trainer, torch_model: torch.nn.Module, befor
                 # timings (on CPU, the trained full-FT model generated ~2x slower than its own base
                 # before training).
                 with torch_model.disable_adapter():
-                    latency["base"] = _latency(torch_model, tokenizer, test_rows, cfg, device)
+                    latency["base"] = evaluation.run_latency(torch_model, tokenizer, test_rows, cfg, device)
     save_start = time.perf_counter()
     stem = state.record["run"]["id"]
     metrics["artifact_bytes"], state.record["run"]["artifact_dir"] = artifact_bytes(torch_model, cfg, stem)
@@ -530,7 +391,7 @@ def _evaluate(state: _Run, trainer: Trainer, torch_model: torch.nn.Module, befor
         with _timed(parts, "latency"):
             # Last, since merging changes the model in place. (QLoRA is not merged: that would requantise.)
             torch_model = torch_model.merge_and_unload()
-            latency["merged"] = _latency(torch_model, tokenizer, test_rows, cfg, device)
+            latency["merged"] = evaluation.run_latency(torch_model, tokenizer, test_rows, cfg, device)
     if latency:
         metrics["inference"] = latency
     metrics["eval_parts_seconds"] = parts

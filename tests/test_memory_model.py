@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from harness import activations
 from harness import memory_model as mm
 from harness.budget import CONF_MODEL_DIR
 from harness.config import MethodConfig, ModelConfig
@@ -190,7 +191,7 @@ def test_activation_counts_are_counted_once_per_architecture_and_kept_on_disk(tm
     """A second process (here: an emptied in-memory cache) reads the counts back instead of counting again;
     a damaged file is counted again and replaced."""
     monkeypatch.setenv("FT_HARNESS_CACHE", str(tmp_path))
-    monkeypatch.setattr(mm, "_ACTIVATION_CACHE", {})
+    monkeypatch.setattr(activations, "_ACTIVATION_CACHE", {})
     setting = Setting("lora", batch=3, seq_len=200)
     first = mm.predict(TINY, setting)
     files = list((tmp_path / "activation_counts").glob("*.json"))
@@ -199,12 +200,12 @@ def test_activation_counts_are_counted_once_per_architecture_and_kept_on_disk(tm
     def must_not_count(*args, **kwargs):
         raise AssertionError("counted again despite the disk cache")
 
-    monkeypatch.setattr(mm, "_ACTIVATION_CACHE", {})
+    monkeypatch.setattr(activations, "_ACTIVATION_CACHE", {})
     with monkeypatch.context() as m:
-        m.setattr(mm, "count_saved_activations", must_not_count)
+        m.setattr(activations, "count_saved_activations", must_not_count)
         assert mm.predict(TINY, setting).peak_bytes == first.peak_bytes
     files[0].write_text("{not json")
-    monkeypatch.setattr(mm, "_ACTIVATION_CACHE", {})
+    monkeypatch.setattr(activations, "_ACTIVATION_CACHE", {})
     assert mm.predict(TINY, setting).peak_bytes == first.peak_bytes
     assert json.loads(files[0].read_text())["counts"]
     # another adapter shape is another count
