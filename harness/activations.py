@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 _ACTIVATION_CACHE: dict[tuple, tuple[ActivationCount, ActivationCount, ActivationCount]] = {}
 
 
+def _peft_targets(setting: Setting) -> list[str] | str:
+    return "all-linear" if "all-linear" in setting.target_modules else list(setting.target_modules)
+
+
 def _frozen(architecture: dict[str, Any]) -> tuple:
     return tuple(sorted((k, str(v)) for k, v in architecture.items()))
 
@@ -81,7 +85,7 @@ def count_saved_activations(
 
         with torch.device("meta"):
             model = get_peft_model(
-                model, LoraConfig(r=setting.r, lora_alpha=2 * setting.r, target_modules=list(setting.target_modules))
+                model, LoraConfig(r=setting.r, lora_alpha=2 * setting.r, target_modules=_peft_targets(setting))
             )
     with FakeTensorMode(allow_non_fake_inputs=True):
         # meta parameters -> fake CPU ones (same shapes and dtypes, no storage; on fake tensors transformers skips

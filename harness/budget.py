@@ -60,6 +60,8 @@ def target_modules(model: str, text: str) -> tuple[str, ...]:
     """--target-modules as a tuple, each a linear layer of the model's decoder layers."""
     _, arch = architecture_of(model)
     names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["all-linear"]:
+        return ("all-linear",)
     available = sorted({full.rsplit(".", 1)[-1] for full in mm.cached_shapes(arch).linear})
     unknown = [n for n in names if n not in available]
     if not names or unknown:
@@ -369,8 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target-modules",
         default=",".join(Setting.target_modules),
-        help="the layers LoRA adapts, comma-separated (default: all seven projections; the documents' recipe: "
-        "q_proj,v_proj)",
+        help="the layers LoRA adapts, comma-separated, or all-linear (default: all seven projections; the "
+        "documents' recipe: q_proj,v_proj)",
     )
     p.add_argument("--margin", type=float, default=0.1, help="share of GPU memory kept free (default 0.1)")
     p.add_argument("--results", default="results", help="folder of run records (measured peaks, quality)")

@@ -16,6 +16,13 @@ from harness.results import peak_memory
 FAMILIES = ("full", "lora", "qlora")
 
 
+def _targets(names: list[str] | str | None) -> tuple[str, ...]:
+    """A record's target modules as the memory model's Setting takes them ("all-linear" stays one name)."""
+    if isinstance(names, str):
+        return (names,)
+    return tuple(names or Setting.target_modules)
+
+
 def setting_of_record(record: dict) -> Setting:
     cfg = record["config"]
     m, t = cfg["method"], cfg["train"]
@@ -26,7 +33,7 @@ def setting_of_record(record: dict) -> Setting:
         gradient_checkpointing=t["gradient_checkpointing"],
         optim=t["optim"],
         r=m.get("r") or 16,
-        target_modules=tuple(m.get("target_modules") or Setting.target_modules),
+        target_modules=_targets(m.get("target_modules")),
         quant_type=m.get("quant_type") or "nf4",
         double_quant=bool(m.get("double_quant")),
     )

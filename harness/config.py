@@ -26,6 +26,7 @@ QUANT_TYPES = ("nf4", "fp4")
 DTYPES = ("bfloat16", "float16", "float32")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 REPORT_KINDS = ("tradeoff", "bench", "scale")
+ALL_LINEAR = "all-linear"  # peft's shorthand for every linear layer but the output head
 SAMPLINGS = ("random", "group_by_length")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # flash_attention_2 needs the flash-attn package; flex_attention needs torch >= 2.5.
@@ -58,7 +59,9 @@ class MethodConfig:
     r: int | None = None
     alpha: float | None = None
     dropout: float = 0.0
-    target_modules: list[str] | None = None
+    # the linear layers LoRA adapts: a list of leaf names, or "all-linear" (peft's shorthand: every linear layer
+    # but the output head). Any: OmegaConf's types cannot say "a list or that string"; check() does.
+    target_modules: Any = None
     quant_type: str | None = None
     double_quant: bool | None = None
     compute_dtype: str | None = None
@@ -235,7 +238,11 @@ def check(cfg: RunConfig) -> RunConfig:
         _require(m.r is not None and m.r > 0, f"method.r={m.r}: the LoRA rank must be a positive integer")
         _require(m.alpha is not None and m.alpha > 0, f"method.alpha={m.alpha}: must be > 0")
         _require(0 <= m.dropout < 1, f"method.dropout={m.dropout}: must be in [0, 1)")
-        _require(bool(m.target_modules), "method.target_modules is empty: name the linear layers to adapt")
+        names = m.target_modules if isinstance(m.target_modules, list) else []
+        _require(
+            m.target_modules == ALL_LINEAR or (bool(names) and all(isinstance(x, str) and x for x in names)),
+            f"method.target_modules={m.target_modules!r}: a list of linear layer names, or {ALL_LINEAR!r}",
+        )
     if m.name == "qlora":
         _require(m.quant_type in QUANT_TYPES, f"method.quant_type={m.quant_type!r}: must be nf4 or fp4")
         _require(m.double_quant is not None, "method.double_quant must be set explicitly (true or false)")

@@ -27,6 +27,13 @@ def _steps_losses(record: dict) -> list[float]:
     return [r["loss"] for r in rows if r.get("loss") is not None]
 
 
+def _target_modules(record: dict) -> str:
+    """The adapted layers as a comma list, or "all-linear"; as the run resolved them where it says."""
+    run, method = record.get("run", {}), record.get("config", {}).get("method", {})
+    names = run.get("target_modules") or method.get("target_modules")
+    return ",".join(names) if isinstance(names, list) else (names or "")
+
+
 # Long on purpose: one dict literal, a column per figure the reports read.
 def runs_frame(records: list[dict]) -> pd.DataFrame:
     """One row per record with every figure the report uses (failed and oom runs included)."""
@@ -44,7 +51,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 "r": method.get("r"),
                 "quant_type": method.get("quant_type"),
                 "double_quant": method.get("double_quant"),
-                "target_modules": ",".join(method.get("target_modules") or []),
+                "target_modules": _target_modules(r),
                 "seed": train.get("seed"),
                 "grad_accum": train.get("grad_accum"),
                 "status": r.get("status"),

@@ -37,7 +37,7 @@ from harness.activations import (  # noqa: F401 (the activation count is part of
     count_saved_activations,
     meta_model,
 )
-from harness.config import method_label
+from harness.config import ALL_LINEAR, method_label
 
 MIB = 1024**2
 GIB = 1024**3
@@ -121,7 +121,9 @@ def quantized_linear_bytes(numel: int, double_quant: bool) -> float:
 
 
 def lora_params(s: Shapes, r: int, target_modules: tuple[str, ...]) -> int:
-    return sum(r * (i + o) for name, (i, o) in s.linear.items() if name.rsplit(".", 1)[-1] in target_modules)
+    """LoRA's parameters: r x (in + out) per adapted layer; "all-linear" adapts every linear layer but the head."""
+    every = ALL_LINEAR in target_modules
+    return sum(r * (i + o) for name, (i, o) in s.linear.items() if every or name.rsplit(".", 1)[-1] in target_modules)
 
 
 def static_bytes(s: Shapes, setting: Setting) -> dict[str, float]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from harness.config import ConfigError, MethodConfig, ModelConfig, RunConfig
+from harness.config import ALL_LINEAR, ConfigError, MethodConfig, ModelConfig, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -185,24 +185,46 @@ def _random_quantized_model(
     return quantized
 
 
+# The default list of conf/method/lora.yaml: Llama's projections (also Mistral's, Qwen2's, Gemma's).
+LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _is_linear(module: torch.nn.Module) -> bool:
+    """A layer LoRA can adapt: nn.Linear, bitsandbytes' 4-bit Linear, or the Conv1D of GPT-2-family models (a
+    linear layer with its weight transposed, which peft adapts too)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, torch.nn.Linear | Conv1D) or type(module).__name__.startswith("Linear4bit")
+
+
 def linear_layer_names(torch_model: torch.nn.Module) -> list[str]:
     """Distinct leaf names of the model's linear layers (what LoRA's target_modules may name)."""
-    names = set()
-    for full_name, module in torch_model.named_modules():
-        if isinstance(module, torch.nn.Linear) or type(module).__name__.startswith("Linear4bit"):
-            names.add(full_name.rsplit(".", 1)[-1])
-    return sorted(names)
+    return sorted({name.rsplit(".", 1)[-1] for name, module in torch_model.named_modules() if _is_linear(module)})
+
+
+def resolve_target_modules(torch_model: torch.nn.Module, method: MethodConfig) -> list[str] | str | None:
+    """What peft adapts: the names given, or "all-linear" when asked for, or when the list is the Llama default
+    and the model (another family, e.g. GPT-2's c_attn) has none of its names. A list naming layers the model
+    lacks is a ConfigError listing the model's linear layers."""
+    if method.name == "full":
+        return None
+    if method.target_modules == ALL_LINEAR:
+        return ALL_LINEAR
+    available = linear_layer_names(torch_model)
+    missing = [m for m in method.target_modules or [] if m not in available]
+    if missing == LLAMA_PROJECTIONS == list(method.target_modules):
+        log.info("none of the default target modules is in this model: adapting all its linear layers (all-linear)")
+        return ALL_LINEAR
+    if missing:
+        raise ConfigError(
+            f"method.target_modules: {missing} not in this model; its linear layers are: {', '.join(available)} "
+            f"(or method.target_modules={ALL_LINEAR})"
+        )
+    return list(method.target_modules)
 
 
 def check_target_modules(torch_model: torch.nn.Module, method: MethodConfig) -> None:
-    if method.name == "full":
-        return
-    available = linear_layer_names(torch_model)
-    missing = [m for m in method.target_modules or [] if m not in available]
-    if missing:
-        raise ConfigError(
-            f"method.target_modules: {missing} not in this model; its linear layers are: {', '.join(available)}"
-        )
+    resolve_target_modules(torch_model, method)
 
 
 def check_liger_supports(torch_model: torch.nn.Module) -> None:
@@ -221,7 +243,11 @@ def check_liger_supports(torch_model: torch.nn.Module) -> None:
 
 
 def apply_method(
-    torch_model: torch.nn.Module, *, method: MethodConfig, gradient_checkpointing: bool
+    torch_model: torch.nn.Module,
+    *,
+    method: MethodConfig,
+    gradient_checkpointing: bool,
+    target_modules: list[str] | str | None = None,
 ) -> torch.nn.Module:
     """Full FT trains everything; LoRA and QLoRA wrap the frozen base with a peft adapter."""
     if method.name == "full":
@@ -239,7 +265,7 @@ def apply_method(
         r=method.r,
         lora_alpha=method.alpha,
         lora_dropout=method.dropout,
-        target_modules=list(method.target_modules or []),
+        target_modules=target_modules or resolve_target_modules(torch_model, method),
         bias="none",
         task_type="CAUSAL_LM",
     )

@@ -227,7 +227,10 @@ def run(cfg: RunConfig) -> dict:
         base, load_base = _build_base(state)
         base, before = _check_base(state, base, load_base)
         torch_model = models.apply_method(
-            base, method=cfg.method, gradient_checkpointing=cfg.train.gradient_checkpointing
+            base,
+            method=cfg.method,
+            gradient_checkpointing=cfg.train.gradient_checkpointing,
+            target_modules=record["run"]["target_modules"],
         )
         state.metrics["params"] = models.parameter_counts(torch_model)
         if cfg.train.packing:
@@ -271,7 +274,9 @@ def _build_base(state: _Run) -> tuple[torch.nn.Module, Callable[[], torch.nn.Mod
     base = load_base()
     # what transformers actually picked (it may fall back from the one asked for)
     record["run"]["attn_implementation"] = getattr(base.config, "_attn_implementation", None)
-    models.check_target_modules(base, cfg.method)
+    # what peft adapts, as resolved against this model (all-linear where asked, or where the default names are
+    # another family's)
+    record["run"]["target_modules"] = models.resolve_target_modules(base, cfg.method)
     if cfg.train.liger_kernel:
         models.check_liger_supports(base)
     state.metrics["architecture"] = models.describe_architecture(base)

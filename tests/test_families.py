@@ -1,0 +1,39 @@
+"""Model families beyond Llama: GPT-2's Conv1D layers and Qwen2, with peft's `all-linear`, for LoRA and QLoRA."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.config import ConfigError
+from harness.train import run
+
+
+@pytest.mark.parametrize("family", ["gpt2", "qwen2"])
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_lora_and_qlora_train_any_family_with_all_linear(make_config, family, method):
+    cfg = make_config(f"model.architecture.model_type={family}", f"method={method}", "method.target_modules=all-linear",
+                      "eval.enabled=false")  # fmt: skip
+    record = run(cfg)
+    assert record["status"] == "ok", record["error"]
+    assert record["run"]["target_modules"] == "all-linear"
+    assert 0 < record["metrics"]["params"]["trainable_pct"] < 5
+
+
+def test_the_default_names_fall_back_to_all_linear_where_the_family_has_none_of_them(make_config):
+    """The default list names Llama's projections; a GPT-2 has none (c_attn, c_proj, c_fc, all Conv1D): every
+    linear layer is adapted, and the record says so."""
+    record = run(make_config("model.architecture.model_type=gpt2", "method=lora", "eval.enabled=false"))
+    assert record["status"] == "ok", record["error"]
+    assert record["run"]["target_modules"] == "all-linear"
+
+
+def test_a_layer_the_model_lacks_is_refused_naming_its_real_layers(make_config):
+    cfg = make_config("model.architecture.model_type=gpt2", "method=lora", "method.target_modules=[c_attn,nope]")
+    with pytest.raises(ConfigError, match=r"\['nope'\] not in this model; its linear layers are: c_attn, c_fc, c_proj"):
+        run(cfg)
+
+
+@pytest.mark.parametrize("value", ["[]", "some-layer", "[1]"])
+def test_target_modules_is_a_list_of_names_or_all_linear(make_config, value):
+    with pytest.raises(ConfigError, match="a list of linear layer names, or 'all-linear'"):
+        make_config("method=lora", f"method.target_modules={value}")
