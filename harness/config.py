@@ -265,8 +265,8 @@ def check(cfg: RunConfig) -> RunConfig:
 
     d = cfg.dataset
     _require(
-        d.source in ("builtin", "jsonl", "hub", "synthetic"),
-        f"dataset.source={d.source!r}: builtin, jsonl, hub or synthetic",
+        d.source in ("builtin", "jsonl", "chat", "hub", "synthetic"),
+        f"dataset.source={d.source!r}: builtin, jsonl, chat, hub or synthetic",
     )
     if d.source == "synthetic":
         _require(not cfg.eval.enabled, "dataset.source=synthetic has nothing to score: set eval.enabled=false")
@@ -279,9 +279,9 @@ def check(cfg: RunConfig) -> RunConfig:
     if d.source == "builtin":
         for split in ("n_train", "n_validation", "n_test"):
             _require(getattr(d, split) > 0, f"dataset.{split}={getattr(d, split)}: must be > 0")
-    if d.source == "jsonl":
+    if d.source in ("jsonl", "chat"):
         for split in ("train_file", "validation_file", "test_file"):
-            _require(bool(getattr(d, split)), f"dataset.{split} is not set (dataset=jsonl needs all three files)")
+            _require(bool(getattr(d, split)), f"dataset.{split} is not set (dataset={d.source} needs all three files)")
     if d.source == "hub":
         _require(bool(d.hub_id), "dataset.hub_id is not set")
         _require(bool(d.prompt_columns), "dataset.prompt_columns is empty")

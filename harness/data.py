@@ -59,6 +59,53 @@ def _read_jsonl(path: Path, split: str) -> Dataset:
     return Dataset.from_list(rows)
 
 
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def _conversation_problem(row: object) -> str | None:
+    """What is wrong with one chat row ({"messages": [...]}), or None."""
+    messages = row.get("messages") if isinstance(row, dict) else None
+    if not isinstance(messages, list) or not messages:
+        return 'needs "messages": a non-empty list of {"role", "content"} objects'
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in CHAT_ROLES:
+            return f"message {i + 1}: role must be one of {', '.join(CHAT_ROLES)}"
+        if not isinstance(m.get("content"), str) or not m["content"].strip():
+            return f"message {i + 1} ({m['role']}): content must be a non-empty string"
+    if messages[-1]["role"] != "assistant":
+        return "the last message must be the assistant's (it is what the model learns to answer)"
+    if not any(m["role"] == "user" for m in messages[:-1]):
+        return "no user message before the last assistant turn"
+    return None
+
+
+def _read_chat_jsonl(path: Path, split: str) -> Dataset:
+    """Chat JSONL ({"messages": [...]} per line) as rows: the conversation before the last assistant turn (JSON,
+    rendered with the model's chat template), that turn as the completion, the last user message as the prompt
+    shown in reports. Every message but the last assistant turn is context: its positions are not trained."""
+    if not path.is_file():
+        raise ConfigError(f"dataset.{split}_file={path}: no such file")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            problem = _conversation_problem(row)
+            if problem:
+                raise ConfigError(f"{path}:{lineno}: {problem}")
+            messages = row["messages"]
+            context = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]]
+            prompt = next(m["content"] for m in reversed(context) if m["role"] == "user")
+            rows.append({"prompt": prompt, "conversation": json.dumps(context), "completion": messages[-1]["content"]})
+    if not rows:
+        raise ConfigError(f"dataset.{split}_file={path}: the file is empty")
+    return Dataset.from_list(rows)
+
+
 def _from_hub(dataset: DatasetConfig) -> DatasetDict:
     """A hub (or local-folder) dataset mapped to prompt/completion by its columns."""
     raw = load_dataset(dataset.hub_id, dataset.hub_config)
@@ -90,11 +137,17 @@ def load_splits(dataset: DatasetConfig, cache_dir: str) -> DatasetDict:
         files = builtin_files(dataset, cache_dir)
     else:
         files = {split: Path(getattr(dataset, f"{split}_file")).expanduser() for split in SPLITS}
-    return DatasetDict({split: _read_jsonl(files[split], split) for split in SPLITS})
+    read = _read_chat_jsonl if dataset.source == "chat" else _read_jsonl
+    return DatasetDict({split: read(files[split], split) for split in SPLITS})
 
 
-def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, use_chat_template: bool) -> str:
-    """The prompt text the model sees: inside the chat template (with the assistant turn opened) if any."""
+def render_prompt(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, use_chat_template: bool, conversation: str | None = None
+) -> str:
+    """The prompt text the model sees: inside the chat template (with the assistant turn opened) if any; a chat
+    row's whole conversation before its last assistant turn (JSON) where it has one."""
+    if conversation is not None:
+        return tokenizer.apply_chat_template(json.loads(conversation), add_generation_prompt=True, tokenize=False)
     if use_chat_template and tokenizer.chat_template:
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
@@ -103,10 +156,17 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, use_chat_temp
 
 
 def encode_example(
-    tokenizer: PreTrainedTokenizerBase, *, prompt: str, completion: str, max_seq_len: int, use_chat_template: bool
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    prompt: str,
+    completion: str,
+    max_seq_len: int,
+    use_chat_template: bool,
+    conversation: str | None = None,
 ) -> dict[str, list[int]]:
     """prompt + completion + EOS as one sequence; labels are -100 over the prompt. Truncates the end."""
-    prompt_ids = tokenizer(render_prompt(tokenizer, prompt, use_chat_template), add_special_tokens=False)["input_ids"]
+    text = render_prompt(tokenizer, prompt, use_chat_template, conversation)
+    prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     input_ids = (prompt_ids + completion_ids)[:max_seq_len]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + completion_ids)[:max_seq_len]
@@ -124,6 +184,7 @@ def tokenize_split(
             completion=row["completion"],
             max_seq_len=max_seq_len,
             use_chat_template=use_chat_template,
+            conversation=row.get("conversation"),
         ),
         remove_columns=rows.column_names,
     )

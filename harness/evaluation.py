@@ -39,8 +39,11 @@ def generate_completions(
     batch_size: int,
     max_new_tokens: int,
     device: str,
+    conversations: list[str | None] | None = None,
 ) -> tuple[list[str], dict]:
-    """Greedy completions of prompts, batched with left padding; also returns timing figures."""
+    """Greedy completions of prompts (a chat row: its conversation), batched with left padding; also returns
+    timing figures."""
+    conversations = conversations or [None] * len(prompts)
     was_training = torch_model.training
     torch_model.eval()
     padding_side = tokenizer.padding_side
@@ -50,7 +53,10 @@ def generate_completions(
     start = time.perf_counter()
     try:
         for i in range(0, len(prompts), batch_size):
-            texts = [render_prompt(tokenizer, p, use_chat_template) for p in prompts[i : i + batch_size]]
+            texts = [
+                render_prompt(tokenizer, p, use_chat_template, c)
+                for p, c in zip(prompts[i : i + batch_size], conversations[i : i + batch_size], strict=True)
+            ]
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             generated = torch_model.generate(
                 **batch,
@@ -104,6 +110,7 @@ def task_score(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         device=device,
+        conversations=list(test_rows["conversation"]) if "conversation" in test_rows.column_names else None,
     )
     references = list(test_rows["completion"])
     result = score(predictions, references, scorer)

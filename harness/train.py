@@ -111,6 +111,8 @@ def prepare_inputs(cfg: RunConfig):
         )
         return None, {"train": train}, None
     tokenizer = models.load_tokenizer(cfg.model, cfg.cache_dir)
+    if cfg.dataset.source == "chat" and not tokenizer.chat_template:
+        raise ConfigError(f"dataset.source=chat needs a tokenizer with a chat template; {cfg.model.name}'s has none")
     rows = data.load_splits(cfg.dataset, cfg.cache_dir)
     tokenized = {
         split: data.tokenize_split(
