@@ -26,6 +26,8 @@ QUANT_TYPES = ("nf4", "fp4")
 DTYPES = ("bfloat16", "float16", "float32")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 REPORT_KINDS = ("tradeoff", "bench", "scale")
+# HF Trainer's report_to names this harness passes through, and the package each needs
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}
 ALL_LINEAR = "all-linear"  # peft's shorthand for every linear layer but the output head
 SAMPLINGS = ("random", "group_by_length")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -164,6 +166,9 @@ class TrainConfig:
     # linear + cross-entropy that never materialises the logits. Fewer kernel launches per step and less memory
     # traffic; CUDA only, and needs the liger-kernel package (not a dependency: `pip install liger-kernel`).
     liger_kernel: bool = MISSING
+    # Experiment trackers HF Trainer reports to, comma-separated: none, tensorboard (works offline: event files
+    # under results_dir/trackers/<run>/), wandb, mlflow (their packages and accounts are the user's).
+    report_to: str = MISSING
 
 
 @dataclass
@@ -219,6 +224,11 @@ class RunConfig:
     recipe_name: str = MISSING
     profile_name: str = MISSING
     profile_note: str = MISSING
+
+
+def trackers(report_to: str) -> list[str]:
+    """train.report_to as a list of tracker names ("none": no tracker)."""
+    return [x.strip() for x in str(report_to).split(",") if x.strip() and x.strip() != "none"]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -304,6 +314,12 @@ def check(cfg: RunConfig) -> RunConfig:
     _require(t.max_seq_len > 8, f"train.max_seq_len={t.max_seq_len}: must be > 8")
     _require(t.precision in PRECISIONS, f"train.precision={t.precision!r}: one of {PRECISIONS}")
     _require(cfg.report_kind in REPORT_KINDS, f"report_kind={cfg.report_kind!r}: one of {REPORT_KINDS}")
+    for tracker in trackers(t.report_to):
+        _require(tracker in TRACKERS, f"train.report_to={t.report_to!r}: none, or some of {', '.join(TRACKERS)}")
+        _require(
+            any(importlib.util.find_spec(p) is not None for p in TRACKERS[tracker]),
+            f"train.report_to={tracker} needs the {TRACKERS[tracker][0]} package: pip install {TRACKERS[tracker][0]}",
+        )
     if t.pad_to_length is not None:
         _require(
             t.pad_to_length >= t.max_seq_len,

@@ -26,7 +26,7 @@ import torch
 from transformers import Trainer, set_seed
 
 from harness import data, env, evaluation, flops, models, startup
-from harness.config import ConfigError, RunConfig, check_for_device, optimizer_steps, precision_reason
+from harness.config import ConfigError, RunConfig, check_for_device, optimizer_steps, precision_reason, trackers
 from harness.monitor import MemorySampler, StepLogger, compile_stats, reset_compile_stats
 from harness.results import Status, new_record, record_path, write_json_atomic
 from harness.trainer import SyncFreeTrainer, training_arguments  # noqa: F401 (training_arguments: tests, tools)
@@ -128,6 +128,23 @@ def prepare_inputs(cfg: RunConfig):
     if cfg.eval.max_test_examples is not None:
         test = test.select(range(min(cfg.eval.max_test_examples, len(test))))
     return tokenizer, tokenized, test
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str | None):
+    """Set an environment variable for the block (nothing where value is None), then restore it."""
+    if value is None:
+        yield
+        return
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 @contextlib.contextmanager
@@ -318,20 +335,31 @@ def _train(state: _Run, torch_model: torch.nn.Module) -> Trainer:
     """HF Trainer over the training split, with the memory sampler and the step log; the training's figures."""
     cfg, metrics, sampler = state.cfg, state.metrics, state.sampler
     step_logger = StepLogger(state.work_dir / "steps.jsonl", sampler)
-    trainer = (SyncFreeTrainer if cfg.train.sync_free_steps else Trainer)(
-        model=torch_model,
-        args=training_arguments(
-            cfg, precision=state.precision, device=state.device, output_dir=str(state.work_dir / "trainer")
-        ),
-        train_dataset=state.tokenized["train"],
-        data_collator=data.collator(
-            cfg.train.packing,
-            pad_token_id=state.tokenizer.pad_token_id if state.tokenizer else 0,
-            pad_to=cfg.train.pad_to_length,
-            multiple_of=cfg.train.pad_to_multiple_of,
-        ),
-        callbacks=[step_logger],
-    )
+    tracker_dir = None
+    if trackers(cfg.train.report_to):
+        # beside the records, not in the scratch folder Trainer writes to (it goes when the run ends)
+        tracker_dir = str(Path(cfg.results_dir) / "trackers" / state.record["run"]["id"])
+        state.record["run"]["tracker_dir"] = tracker_dir
+    # TensorBoard's callback reads its folder from the environment when Trainer builds it (transformers 5.18+)
+    with _environment("TENSORBOARD_LOGGING_DIR", tracker_dir):
+        trainer = (SyncFreeTrainer if cfg.train.sync_free_steps else Trainer)(
+            model=torch_model,
+            args=training_arguments(
+                cfg,
+                precision=state.precision,
+                device=state.device,
+                output_dir=str(state.work_dir / "trainer"),
+                tracker_dir=tracker_dir,
+            ),
+            train_dataset=state.tokenized["train"],
+            data_collator=data.collator(
+                cfg.train.packing,
+                pad_token_id=state.tokenizer.pad_token_id if state.tokenizer else 0,
+                pad_to=cfg.train.pad_to_length,
+                multiple_of=cfg.train.pad_to_multiple_of,
+            ),
+            callbacks=[step_logger],
+        )
     if cfg.train.torch_compile:
         reset_compile_stats()
     sampler.reset()

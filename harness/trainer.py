@@ -12,7 +12,7 @@ import dataclasses
 import torch
 from transformers import Trainer, TrainingArguments
 
-from harness.config import RunConfig, optimizer_steps
+from harness.config import RunConfig, optimizer_steps, trackers
 
 
 class SyncFreeTrainer(Trainer):
@@ -58,7 +58,19 @@ def _sampling_arguments(sampling: str) -> dict:
     return {"group_by_length": sampling == "group_by_length"}
 
 
-def training_arguments(cfg: RunConfig, *, precision: str, device: str, output_dir: str) -> TrainingArguments:
+def _tracker_arguments(cfg: RunConfig, tracker_dir: str | None) -> dict:
+    """report_to for HF Trainer, and where a transformers that still has `logging_dir` (5.17) writes TensorBoard's
+    files (later ones read TENSORBOARD_LOGGING_DIR, which the run sets)."""
+    names = trackers(cfg.train.report_to)
+    arguments: dict = {"report_to": names or "none"}
+    if tracker_dir and "logging_dir" in {f.name for f in dataclasses.fields(TrainingArguments)}:
+        arguments["logging_dir"] = tracker_dir
+    return arguments
+
+
+def training_arguments(
+    cfg: RunConfig, *, precision: str, device: str, output_dir: str, tracker_dir: str | None = None
+) -> TrainingArguments:
     t = cfg.train
     steps = optimizer_steps(t.max_steps, t.batch_size, t.grad_accum, t.reference_batch)
     max_steps = steps if steps > 0 else -1
@@ -85,7 +97,7 @@ def training_arguments(cfg: RunConfig, *, precision: str, device: str, output_di
         logging_first_step=True,
         eval_strategy="no",
         save_strategy="no",
-        report_to="none",
+        **_tracker_arguments(cfg, tracker_dir),
         seed=t.seed,
         data_seed=t.seed,
         use_cpu=device == "cpu",

@@ -406,3 +406,24 @@ def test_scratch_folders_of_dead_runs_are_removed_when_the_next_run_starts(monke
         folder.mkdir()
     assert train.remove_dead_scratch() == [gone]
     assert not gone.exists() and alive.exists() and mine.exists() and other.exists()
+
+
+def test_report_to_tensorboard_writes_event_files_beside_the_records(make_config):
+    """train.report_to=tensorboard works offline: HF Trainer's own callback writes its event files under
+    results_dir/trackers/<run>/, which outlive the run's scratch folder; the record says where."""
+    record = run(make_config("method=lora", "train.report_to=tensorboard", "eval.enabled=false"))
+    assert record["status"] == "ok", record["error"]
+    events = list(Path(record["run"]["tracker_dir"]).rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert Path(record["run"]["tracker_dir"]).parent == Path(make_config().results_dir) / "trackers"
+
+
+@pytest.mark.parametrize(("value", "message"), [("comet", "none, or some of tensorboard, wandb, mlflow"),
+                                                ("wandb", "needs the wandb package")])  # fmt: skip
+def test_an_unknown_or_missing_tracker_is_refused_before_anything_loads(make_config, value, message):
+    import importlib.util
+
+    if value == "wandb" and importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    with pytest.raises(ConfigError, match=message):
+        make_config(f"train.report_to={value}")
