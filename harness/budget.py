@@ -178,6 +178,7 @@ def answer(
     *,
     margin: float = 0.1,
     results_dir: Path = Path("results"),
+    fsdp_gpus: int = 8,
 ) -> tuple[pd.DataFrame, list[str]]:
     """The per-method table and the lines of the answer (recommendation, or what would make it fit)."""
     name, arch = architecture_of(model)
@@ -203,10 +204,16 @@ def answer(
                 "fits": _fits(peak, usable, band, oom=bool(measured and measured[1] == "oom")),
                 "headroom GiB": round((usable - peak) / GIB, 2),
                 "quality cost (pts vs full)": _gap(gaps, label),
+                # the most that fits this card (predicted): a batch at this length, a length at this batch
+                f"max batch @ {setting.seq_len}": _largest(
+                    lambda b, s=setting: _peak(arch, s, calibration, batch=b) <= usable
+                ),
+                f"max seq @ batch {setting.batch}": _largest(
+                    lambda k, s=setting: _peak(arch, s, calibration, seq_len=64 * k) <= usable, step=64
+                ),
+                f"FSDP x{fsdp_gpus} GiB/card (pred.)": round(_fsdp_per_card(predicted, fsdp_gpus) / GIB, 2),
                 "weights+grads+optim GiB": round(
-                    sum(v for k, v in predicted.components.items() if k not in ("activations", "logits_gradient"))
-                    / GIB,
-                    2,
+                    sum(v for k, v in predicted.components.items() if k in STATIC) / GIB, 2
                 ),
                 "activations GiB": round(
                     (predicted.components["activations"] + predicted.components["logits_gradient"]) / GIB, 2
@@ -234,6 +241,40 @@ def answer(
         lines.append("nothing fits at these conditions. What would:")
         lines.extend(_what_would_fit(arch, name, base, usable, calibration, records))
     return table.drop(columns="_family"), lines
+
+
+STATIC = ("weights", "adapter_weights", "gradients", "optimizer_states")
+
+
+def _peak(arch: dict, setting: Setting, calibration: Calibrations, **change: int) -> float:
+    return mm.predict(arch, dataclasses.replace(setting, **change), calibration).peak_bytes
+
+
+def _largest(fits, *, step: int = 1, limit: int = 4096) -> int | str:
+    """The largest n (times step) for which fits(n), by doubling then bisection; "none" if not even 1 fits,
+    ">= limit" where everything up to the limit fits. Peaks grow with batch and length, so this is exact."""
+    if not fits(1):
+        return "none"
+    low = 1
+    while low * 2 <= limit and fits(low * 2):
+        low *= 2
+    if low * 2 > limit:
+        return f">= {low * step}"
+    high = low * 2  # fits(low), not fits(high)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low * step
+
+
+def _fsdp_per_card(prediction: mm.Prediction, gpus: int) -> float:
+    """Per card under full-shard FSDP (ZeRO-3) over `gpus` cards: weights, gradients and optimizer states split,
+    activations and the CUDA context whole on each; the family's factor on the card's tensors. Predicted only:
+    no sharded run has been measured."""
+    c = prediction.components
+    static = sum(v for k, v in c.items() if k in STATIC)
+    tensors = static / gpus + c["activations"] + c["logits_gradient"]
+    return prediction.calibration.tensors_scale * tensors + prediction.calibration.context_bytes
 
 
 def _error_band(calibration: mm.Calibration) -> float | None:
@@ -375,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
         "documents' recipe: q_proj,v_proj)",
     )
     p.add_argument("--margin", type=float, default=0.1, help="share of GPU memory kept free (default 0.1)")
+    p.add_argument("--fsdp-gpus", type=int, default=8, help="cards for the full-shard FSDP column (default 8)")
     p.add_argument("--results", default="results", help="folder of run records (measured peaks, quality)")
     return p
 
@@ -383,7 +425,13 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         gpu_bytes = parse_memory(args.gpu_memory)
-        for flag, value in (("--seq-len", args.seq_len), ("--batch", args.batch), ("--rank", args.rank)):
+        checked = (
+            ("--seq-len", args.seq_len),
+            ("--batch", args.batch),
+            ("--rank", args.rank),
+            ("--fsdp-gpus", args.fsdp_gpus),
+        )
+        for flag, value in checked:
             if value <= 0:
                 raise BudgetError(f"{flag} {value}: must be a positive integer")
         if not 0 <= args.margin < 1:
@@ -399,7 +447,9 @@ def main(argv: list[str]) -> int:
             r=args.rank,
             target_modules=target_modules(args.model, args.target_modules),
         )
-        table, lines = answer(args.model, gpu_bytes, base, margin=args.margin, results_dir=Path(args.results))
+        table, lines = answer(
+            args.model, gpu_bytes, base, margin=args.margin, results_dir=Path(args.results), fsdp_gpus=args.fsdp_gpus
+        )
     except BudgetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

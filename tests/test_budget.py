@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -370,3 +371,27 @@ def test_a_measured_record_overrides_the_prediction_and_an_oom_record_means_no(t
     assert any(line.startswith("recommendation: full") for line in lines)
     small = budget.answer("llama-3.2-1b", 16 * GIB, base, results_dir=tmp_path / "none")[1]
     assert any(line.startswith("recommendation: lora-r16") and "full FT does not fit" in line for line in small)
+
+
+def test_budget_states_the_largest_batch_and_length_that_fit_and_the_fsdp_share(tmp_path) -> None:
+    """Per method: the largest batch at the asked length and the largest length at the asked batch that fit the
+    card (predicted: one more does not fit), and full-shard FSDP's per-card need over N cards."""
+    from harness import memory_model as mm
+
+    base = Setting(method="full", batch=4, seq_len=1024)
+    table, _ = budget.answer("llama-3.2-1b", 24 * GIB, base, results_dir=tmp_path, fsdp_gpus=4)
+    row = table.set_index("method").loc["lora-r16"]
+    usable = 24 * GIB * 0.9
+    _, arch = budget.architecture_of("llama-3.2-1b")
+    lora = Setting(method="lora", batch=4, seq_len=1024)
+    batch = row["max batch @ 1024"]
+    assert mm.predict(arch, dataclasses.replace(lora, batch=batch)).peak_bytes <= usable
+    assert mm.predict(arch, dataclasses.replace(lora, batch=batch + 1)).peak_bytes > usable
+    seq = row["max seq @ batch 4"]
+    assert seq % 64 == 0 and mm.predict(arch, dataclasses.replace(lora, seq_len=seq)).peak_bytes <= usable
+    assert mm.predict(arch, dataclasses.replace(lora, seq_len=seq + 64)).peak_bytes > usable
+    full = table.set_index("method").loc["full"]
+    p = mm.predict(arch, dataclasses.replace(lora, method="full"))
+    static = sum(p.components[k] for k in ("weights", "gradients", "optimizer_states"))
+    expected = static / 4 + p.components["activations"] + p.components["logits_gradient"]
+    assert full["FSDP x4 GiB/card (pred.)"] == pytest.approx(expected / GIB, abs=0.01)
