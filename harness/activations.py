@@ -79,7 +79,8 @@ def count_saved_activations(
     # count to a fraction of a second)
     depth = int(architecture["num_hidden_layers"])
     two_layers = {**architecture, "num_hidden_layers": min(max_layers, depth) if max_layers else depth}
-    model = meta_model(two_layers, dtype=torch.float32 if setting.method == "full" else torch.bfloat16)
+    fp32 = setting.method == "full" and setting.weights_dtype != "bf16"
+    model = meta_model(two_layers, dtype=torch.float32 if fp32 else torch.bfloat16)
     if setting.method != "full":
         from peft import LoraConfig, get_peft_model
 
@@ -232,6 +233,7 @@ def cached_activations(architecture: dict[str, Any], setting: Setting) -> Activa
     base = dataclasses.replace(
         setting,
         method="full" if setting.method == "full" else "lora",
+        weights_dtype=setting.weights_dtype if setting.method == "full" else "fp32",
         optim="adamw_torch",
         gradient_checkpointing=False,
         quant_type="nf4",

@@ -28,7 +28,7 @@ from harness.presets import CONF_MODEL_DIR  # noqa: F401 (tests and callers name
 # GPU vendors' "24GB", "80GB" are binary: an RTX 4090 has 24 GiB, an H100 80GB has 80 GiB.
 UNITS = {"tb": 1024**4, "tib": 1024**4, "gb": GIB, "gib": GIB, "g": GIB, "mb": MIB, "mib": MIB, "m": MIB}
 COMMON_GPUS_GIB = (24, 40, 48, 80, 141)
-METHOD_ORDER = ("full", "lora", "qlora-nf4", "qlora-nf4-dq", "qlora-fp4")
+METHOD_ORDER = ("full", "full-bf16", "lora", "qlora-nf4", "qlora-nf4-dq", "qlora-fp4")
 
 
 class BudgetError(ValueError):
@@ -76,6 +76,7 @@ def settings(base: Setting) -> dict[str, Setting]:
     """The methods compared, at the user's conditions."""
     return {
         "full": dataclasses.replace(base, method="full"),
+        "full-bf16": dataclasses.replace(base, method="full", weights_dtype="bf16"),
         "lora": dataclasses.replace(base, method="lora"),
         "qlora-nf4": dataclasses.replace(base, method="qlora", quant_type="nf4", double_quant=False),
         "qlora-nf4-dq": dataclasses.replace(base, method="qlora", quant_type="nf4", double_quant=True),
@@ -130,6 +131,8 @@ def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, tuple
 
 def _family(method_cfg: dict) -> str:
     """The budget table's method family of a record's method config (full, lora, qlora-nf4, qlora-fp4-dq...)."""
+    if method_cfg["name"] == "full":
+        return "full-bf16" if method_cfg.get("weights_dtype") == "bf16" else "full"
     if method_cfg["name"] != "qlora":
         return method_cfg["name"]
     return f"qlora-{method_cfg.get('quant_type') or 'nf4'}{'-dq' if method_cfg.get('double_quant') else ''}"
@@ -209,7 +212,9 @@ def answer(
                     lambda b, s=setting: _peak(arch, s, calibration, batch=b) <= usable
                 ),
                 f"max seq @ batch {setting.batch}": _largest(
-                    lambda k, s=setting: _peak(arch, s, calibration, seq_len=64 * k) <= usable, step=64
+                    lambda k, s=setting: _peak(arch, s, calibration, seq_len=64 * k) <= usable,
+                    step=64,
+                    limit=int(arch.get("max_position_embeddings", 131072)) // 64,  # no longer than the model reads
                 ),
                 f"FSDP x{fsdp_gpus} GiB/card (pred.)": round(_fsdp_per_card(predicted, fsdp_gpus) / GIB, 2),
                 "weights+grads+optim GiB": round(
@@ -299,13 +304,17 @@ def _gap(gaps: dict[str, tuple[float, float]], family: str) -> str:
 
 
 def _recommend(fitting: pd.DataFrame, gaps: dict[str, tuple[float, float]]) -> str:
-    """The best-quality method that fits: full FT if it fits, else LoRA, else the 4-bit variant with the
-    smallest measured cost (nf4 before fp4 when unmeasured, as the QLoRA paper found)."""
+    """The best-quality method that fits: full FT if it fits; else pure-bf16 full FT where its measured cost is no
+    more than LoRA's; else LoRA; else the 4-bit variant with the smallest measured cost (nf4 before fp4 when
+    unmeasured, as the QLoRA paper found)."""
     order = {fam: i for i, fam in enumerate(METHOD_ORDER)}
     fam = fitting["_family"].tolist()
     measured_qlora = [f for f in fam if f.startswith("qlora") and f in gaps]
+    bf16_pays = "full-bf16" in gaps and gaps["full-bf16"][0] <= gaps.get("lora", (float("inf"), 0))[0]
     if "full" in fam:
         pick = "full"
+    elif "full-bf16" in fam and (bf16_pays or "lora" not in fam):
+        pick = "full-bf16"
     elif "lora" in fam:
         pick = "lora"
     elif measured_qlora:
@@ -351,6 +360,8 @@ def _what_would_fit(
     out = []
     for label, change in changes:
         for family, s in settings(dataclasses.replace(base, **change)).items():
+            if family == "full-bf16":
+                continue  # a method of its own in the table, not a change of conditions
             p = mm.predict(arch, s, calibration)
             if p.peak_bytes <= usable:
                 line = f"  - {label}: {s.label} would need {p.peak_gib:.1f} GiB"

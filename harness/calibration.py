@@ -36,6 +36,7 @@ def setting_of_record(record: dict) -> Setting:
         target_modules=_targets(m.get("target_modules")),
         quant_type=m.get("quant_type") or "nf4",
         double_quant=bool(m.get("double_quant")),
+        weights_dtype=m.get("weights_dtype") or "fp32",
     )
 
 

@@ -67,17 +67,22 @@ class MethodConfig:
     quant_type: str | None = None
     double_quant: bool | None = None
     compute_dtype: str | None = None
+    # full FT only: fp32 (master weights, bf16 autocast) or bf16 (pure bf16 weights, gradients and AdamW states:
+    # half the memory, the variant people run to fit 7-8B on one 24-48 GB card)
+    weights_dtype: str | None = None
 
     @property
     def label(self) -> str:
-        return method_label(self.name, self.r, self.quant_type, self.double_quant)
+        return method_label(self.name, self.r, self.quant_type, self.double_quant, self.weights_dtype)
 
 
-def method_label(name: str, r: int | None, quant_type: str | None, double_quant: bool | None) -> str:
-    """The one short name of a method, in records, tables and `budget`: full, lora-r16, qlora-nf4-r16,
+def method_label(
+    name: str, r: int | None, quant_type: str | None, double_quant: bool | None, weights_dtype: str | None = None
+) -> str:
+    """The one short name of a method, in records, tables and `budget`: full, full-bf16, lora-r16, qlora-nf4-r16,
     qlora-fp4-dq-r16."""
     if name == "full":
-        return "full"
+        return "full-bf16" if weights_dtype == "bf16" else "full"
     if name == "lora":
         return f"lora-r{r}"
     return f"qlora-{quant_type or 'nf4'}{'-dq' if double_quant else ''}-r{r}"
@@ -244,7 +249,12 @@ def check(cfg: RunConfig) -> RunConfig:
     _require(m.learning_rate > 0, f"method.learning_rate={m.learning_rate}: must be > 0")
     if m.name == "full":
         _require(m.quant_type is None, "method.quant_type is set, but full fine-tuning has no quantised base")
+        _require(m.weights_dtype in (None, "fp32", "bf16"), f"method.weights_dtype={m.weights_dtype!r}: fp32 or bf16")
     else:
+        _require(
+            m.weights_dtype is None,
+            "method.weights_dtype is for full fine-tuning (a LoRA base follows train.precision, a QLoRA base is 4-bit)",
+        )
         _require(m.r is not None and m.r > 0, f"method.r={m.r}: the LoRA rank must be a positive integer")
         _require(m.alpha is not None and m.alpha > 0, f"method.alpha={m.alpha}: must be > 0")
         _require(0 <= m.dropout < 1, f"method.dropout={m.dropout}: must be in [0, 1)")

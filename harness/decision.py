@@ -42,6 +42,7 @@ def _setting(row: pd.Series, train: dict) -> Setting:
         else Setting.target_modules,
         quant_type=row.get("quant_type") or "nf4",
         double_quant=bool(row.get("double_quant")),
+        weights_dtype=row.get("weights_dtype") or "fp32",
     )
 
 

@@ -48,6 +48,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             {
                 "label": r["run"]["method_label"],
                 "method": method.get("name"),
+                "weights_dtype": method.get("weights_dtype") or "fp32",
                 "r": method.get("r"),
                 "quant_type": method.get("quant_type"),
                 "double_quant": method.get("double_quant"),

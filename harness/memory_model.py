@@ -78,10 +78,11 @@ class Setting:
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     quant_type: str = "nf4"
     double_quant: bool = False
+    weights_dtype: str = "fp32"  # full FT: fp32 master weights, or pure bf16 (method=full_bf16)
 
     @property
     def label(self) -> str:
-        return method_label(self.method, self.r, self.quant_type, self.double_quant)
+        return method_label(self.method, self.r, self.quant_type, self.double_quant, self.weights_dtype)
 
 
 @dataclass
@@ -134,8 +135,11 @@ def static_bytes(s: Shapes, setting: Setting) -> dict[str, float]:
     linear_numel = sum(i * o for i, o in s.linear.values())
     if setting.method == "full":
         trainable = s.total_params
-        weights = s.total_params * WEIGHT_BYTES["full"]
-        grads = trainable * 4
+        width = 2 if setting.weights_dtype == "bf16" else WEIGHT_BYTES["full"]
+        weights = s.total_params * width
+        grads = trainable * width
+        if width == 2 and setting.optim in ("adamw_torch", "adamw_torch_fused"):
+            state = 4.0  # torch's AdamW keeps exp_avg and exp_avg_sq in the parameters' dtype
         return {
             "weights": weights,
             "gradients": grads,

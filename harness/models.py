@@ -318,6 +318,8 @@ def weights_dtype(cfg: RunConfig, precision: str) -> torch.dtype:
     """Trained weights stay fp32 (mixed precision); a frozen LoRA base is held in the half dtype."""
     if cfg.method.name == "qlora":
         return DTYPES[cfg.method.compute_dtype]
+    if cfg.method.name == "full" and cfg.method.weights_dtype == "bf16":
+        return torch.bfloat16  # pure bf16: no fp32 master copy; AdamW keeps its states in the weights' dtype
     if cfg.method.name == "lora" and precision in ("bf16", "fp16"):
         return torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.float32

@@ -54,11 +54,19 @@ NOT_IN_KEY = (
 )
 
 
+# Fields added after records were written, with the value every earlier run had: left out of the key while they
+# hold it, so earlier runs' records keep their keys (resume still finds them) and new values still count.
+LATER_FIELDS = {("train", "report_to"): ("none",), ("method", "weights_dtype"): (None, "fp32")}
+
+
 def run_key(cfg: RunConfig) -> str:
     """A short hash of the config that decides the run's measurements."""
     plain = dataclasses.asdict(cfg)
     for k in NOT_IN_KEY:
         plain.pop(k, None)
+    for (group, name), earlier in LATER_FIELDS.items():
+        if plain.get(group, {}).get(name) in earlier:
+            plain.get(group, {}).pop(name, None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 

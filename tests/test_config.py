@@ -30,6 +30,7 @@ CONF_GROUPS = {
     ],  # fmt: skip
     "method": [
         "full",
+        "full_bf16",
         "lora",
         "lora_r4",
         "lora_r8",
@@ -72,7 +73,7 @@ def test_config_groups_match_the_files():
 
     for group, names in CONF_GROUPS.items():
         assert sorted(p.stem for p in (CONF / group).glob("*.yaml")) == sorted(
-            names + (["jsonl", "alpaca", "synthetic"] if group == "dataset" else [])
+            names + (["jsonl", "chat", "alpaca", "synthetic"] if group == "dataset" else [])
         )
 
 

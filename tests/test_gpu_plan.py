@@ -32,7 +32,7 @@ def test_every_job_of_every_part_composes_and_checks():
             if part.name in ("launcher", "scale"):  # the conditions of the H200 records the calibration joins
                 assert (cfg.train.batch_size, cfg.train.max_seq_len, cfg.train.optim) == (4, 512, "adamw_torch")
         if part.name == "scale":
-            assert len(jobs) == 4 * 3 * 2
+            assert len(jobs) == 4 * 4 * 2
         if part.name == "tradeoff":
             assert load_run_config(compose_config(list(jobs[0]))).recipe_name == "harness"
 

@@ -245,3 +245,18 @@ def test_the_activation_count_matches_what_a_real_forward_saves(method: str) -> 
         model(input_ids=ids, labels=ids, use_cache=False)
     predicted = mm.activation_bytes(mm.cached_activations(architecture, setting), 4, gradient_checkpointing=False)
     assert sum(saved.values()) == pytest.approx(predicted, rel=0.02)
+
+
+def test_full_ft_variants_count_their_own_bytes() -> None:
+    """Pure bf16 full FT: 2 bytes per weight and gradient, AdamW's two states in bf16 (4 bytes); with 8-bit AdamW
+    2 bytes of states (plus block constants); the fp32 master-weight recipe 4 + 4 + 8."""
+    a = arch("llama-2-7b")
+    n = mm.shapes(a).total_params
+    static = lambda **kw: mm.static_bytes(mm.cached_shapes(a), Setting(method="full", **kw))  # noqa: E731
+    bf16 = static(weights_dtype="bf16")
+    assert (bf16["weights"], bf16["gradients"], bf16["optimizer_states"]) == (2 * n, 2 * n, 4 * n)
+    eight = static(weights_dtype="bf16", optim="adamw_bnb_8bit")
+    assert eight["optimizer_states"] == pytest.approx(2 * n, rel=0.02)  # 1 byte a state + a constant per 256
+    fp32 = static()
+    assert (fp32["weights"], fp32["gradients"], fp32["optimizer_states"]) == (4 * n, 4 * n, 8 * n)
+    assert Setting(method="full", weights_dtype="bf16").label == "full-bf16"

@@ -427,3 +427,29 @@ def test_an_unknown_or_missing_tracker_is_refused_before_anything_loads(make_con
         pytest.skip("wandb is installed here")
     with pytest.raises(ConfigError, match=message):
         make_config(f"train.report_to={value}")
+
+
+def test_full_fine_tuning_in_pure_bf16_trains_bf16_weights(make_config):
+    record = run(make_config("method=full_bf16", "eval.enabled=false"))
+    assert record["status"] == "ok", record["error"]
+    assert record["run"]["weights_dtype"] == "bfloat16" and record["run"]["method_label"] == "full-bf16"
+    assert record["metrics"]["params"]["trainable_pct"] == 100
+
+
+def test_the_committed_records_keep_their_keys_under_todays_config():
+    """A field added to the config since (train.report_to, method.weights_dtype) leaves earlier runs' keys as
+    they were, so resume still finds their records: the CPU smoke sweep's, recomposed today."""
+    from harness.config import load_run_config
+    from harness.results import load_records, run_key
+
+    from .conftest import ROOT, compose_config
+
+    method = {"full": "full", "lora-r4": "lora_r4", "lora-r8": "lora_r8", "lora-r16": "lora", "lora-r32": "lora_r32",
+              "lora-r64": "lora_r64", "qlora-nf4-r16": "qlora", "qlora-nf4-dq-r16": "qlora_dq",
+              "qlora-fp4-r16": "qlora_fp4", "qlora-fp4-dq-r16": "qlora_fp4_dq"}  # fmt: skip
+    records = load_records(ROOT / "results/published/cpu-smoke/2026-11-26-amd-epyc/tradeoff")
+    assert len(records) == 10
+    for r in records:
+        cfg = load_run_config(compose_config(["+sweeps=tradeoff", "profile=cpu_quick",
+                                              f"method={method[r['run']['method_label']]}"]))  # fmt: skip
+        assert run_key(cfg) == r["run"]["key"], r["run"]["method_label"]

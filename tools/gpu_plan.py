@@ -18,7 +18,7 @@ The parts (see PARTS for their exact overrides):
   the same machine) run forked, which saves each job the library imports (12.5-16.6 s a job on the H200).
 - tradeoff: the trade-off sweep on SmolLM2 at the full profile, trained with the harness recipe (the bench's
   fastest at an equal score): the report users read first.
-- scale: 1B/3B/7B/8B x full FT, LoRA, QLoRA nf4 x gradient checkpointing on/off at batch 4 x 512, adamw_torch:
+- scale: 1B/3B/7B/8B x full FT (fp32 master and pure bf16), LoRA, QLoRA nf4 x checkpointing on/off, 4 x 512:
   distinct configurations per method family for the memory model's calibration and its held-out error.
 - bench: the documents' recipe, the harness recipe and its compiled candidate (the 10x goal).
 - mfu: 1B full FT, compiled and not; compile time is reported apart from training (metrics.compile).
@@ -66,7 +66,7 @@ PARTS: tuple[Part, ...] = (
     ),
     Part(
         "scale",
-        "+sweeps=scale model=llama-3.2-1b,llama-3.2-3b,llama-2-7b,llama-3-8b method=full,lora,qlora "
+        "+sweeps=scale model=llama-3.2-1b,llama-3.2-3b,llama-2-7b,llama-3-8b method=full,full_bf16,lora,qlora "
         f"train.gradient_checkpointing=false,true {SCALE_SLICE}",
         first_job_s=40,
     ),
