@@ -436,6 +436,23 @@ def test_full_fine_tuning_in_pure_bf16_trains_bf16_weights(make_config):
     assert record["metrics"]["params"]["trainable_pct"] == 100
 
 
+@pytest.mark.parametrize("optim", ["adamw_bnb_8bit", "paged_adamw_8bit"])
+@pytest.mark.parametrize("method", ["full", "full_bf16"])
+def test_every_full_ft_variant_trains_and_has_a_memory_prediction(make_config, method, optim):
+    """The full-FT variants people run (8-bit and paged 8-bit AdamW, over fp32 or bf16 weights) train a few steps
+    here, and the memory model counts each (8-bit states: about a quarter of fp32 AdamW's)."""
+    from harness import memory_model as mm
+    from harness.calibration import setting_of_record
+
+    record = run(make_config(f"method={method}", f"train.optim={optim}", "eval.enabled=false"))
+    assert record["status"] == "ok", record["error"]
+    assert record["metrics"]["steps"] > 0 and record["metrics"]["train_loss"] > 0
+    setting = setting_of_record(record)
+    prediction = mm.predict(record["config"]["model"]["architecture"], setting)
+    n = mm.cached_shapes(record["config"]["model"]["architecture"]).total_params
+    assert prediction.components["optimizer_states"] == pytest.approx(2 * n, rel=0.02)
+
+
 def test_the_committed_records_keep_their_keys_under_todays_config():
     """A field added to the config since (train.report_to, method.weights_dtype) leaves earlier runs' keys as
     they were, so resume still finds their records: the CPU smoke sweep's, recomposed today."""
