@@ -14,15 +14,16 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from harness.config import cache_root
 from harness.results import write_json_atomic
 
-if TYPE_CHECKING:
-    from harness.memory_model import Setting
+# A memory_model.Setting (batch, length, method, adapter shape): typed loosely here, since memory_model imports
+# this module and the imports run one way.
+Setting = Any
 
 log = logging.getLogger(__name__)
 
