@@ -79,7 +79,8 @@ def make_plots(runs: pd.DataFrame, variants: pd.DataFrame, out_dir: Path) -> dic
         # labels stacked where points crowd, so none prints over another
         order = sorted(range(len(pts)), key=lambda i: (pts[i][1], pts[i][0]))
         for rank, i in enumerate(order):
-            ax.annotate(labels[i], pts[i], fontsize=7, xytext=(4, 4 + 9 * (rank % 4)), textcoords="offset points",
+            ax.annotate(labels[i], pts[i], fontsize=7, xytext=(6 + 40 * (rank % 2), 6 + 10 * (rank % 6)),
+                        textcoords="offset points",
                         arrowprops={"arrowstyle": "-", "linewidth": 0.4, "color": "grey"})  # fmt: skip
         front = _pareto(pts)
         fx, fy = [pts[i][0] for i in front], [pts[i][1] for i in front]
@@ -90,7 +91,7 @@ def make_plots(runs: pd.DataFrame, variants: pd.DataFrame, out_dir: Path) -> dic
         ax.set_xlabel(f"peak memory, MiB ({variants['mem_source'].iloc[0]})")
         ax.set_ylabel("task score (exact match)")
         ax.set_title("Score against memory")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left")
         save("pareto", fig)
 
     lora = variants[variants["method"] == "lora"].sort_values("r")
