@@ -94,7 +94,7 @@ def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, tuple
     The queried model's records are used when they hold full FT and the method; else the largest sweep found,
     named as another model's. Records of a reduced (smoke) profile are never a measured quality: a few steps
     and a handful of test examples say nothing about what a method costs."""
-    from harness.frames import runs_frame
+    from harness.frames import runs_frame, score_se
 
     scored = [r for r in records if r.get("status") == "ok" and r.get("metrics", {}).get("score")]
     ok = [r for r in scored if r.get("config", {}).get("profile_name", "full") == "full"]
@@ -115,7 +115,7 @@ def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, tuple
         groups = sub.groupby("family")
         means, counts = groups[metric].mean(), groups["n_test"].sum()
         # binomial standard error over all test examples of the family's runs (seeds pooled)
-        se = {fam: (max(means[fam] * (1 - means[fam]), 1 / counts[fam]) / counts[fam]) ** 0.5 for fam in means.index}
+        se = {fam: score_se(means[fam], counts[fam]) for fam in means.index}
         gaps = {
             fam: (float(means["full"] - v) * 100, 2 * 100 * (se["full"] ** 2 + se[fam] ** 2) ** 0.5)
             for fam, v in means.items()

@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from harness.calibration import calibrate, measured_peak
+from harness.frames import variant_se
 from harness.presets import architecture_of
 
 if TYPE_CHECKING:
@@ -44,16 +45,6 @@ def _result(measured: str, verdict: str, why: str) -> dict:
     return {"measured": measured, "verdict": verdict, "why": why}
 
 
-def _score_se(row: pd.Series, metric: str = "score") -> float:
-    """Standard error of a variant's mean score: across seeds when there are several, else binomial over
-    test examples (for field accuracy too: fields of one example are not independent draws)."""
-    if metric == "score" and row.get("n_seeds", 1) > 1 and not math.isnan(row.get("score_std", float("nan"))):
-        return row["score_std"] / math.sqrt(row["n_seeds"])
-    p, n = row[metric], max(row["n_test"], 1)
-    return math.sqrt(max(p * (1 - p), 1 / n) / n)  # at least one example's worth, so 0 % or 100 % is not exact
-
-
-# Long on purpose: one branch per claim kind (above, range, fits, sharded), each deciding from the same evidence.
 def memory_at_scale(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
     """A memory claim about a 7B-70B model, at the stated conditions: against a GPU record of exactly those
     conditions where one exists (the scale sweep); else against the exact count of what must be resident (weights,
@@ -200,7 +191,7 @@ def score_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
     parts, verdicts, wide = [], [], []
     for _, o in others.iterrows():
         gap = (f[metric] - o[metric]) / f[metric] * 100
-        se = math.hypot(_score_se(f, metric), _score_se(o, metric)) / f[metric] * 100
+        se = math.hypot(variant_se(f, metric), variant_se(o, metric)) / f[metric] * 100
         parts.append(f"{o['label']}: {gap:+.1f} % (±{2 * se:.1f})")
         if 2 * se > max_gap:
             wide.append(f"{o['label']} ±{2 * se:.0f} %")

@@ -9,24 +9,14 @@ prediction for the same model and settings stands in, marked as predicted with i
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from harness import memory_model as mm
+from harness.frames import variant_se
 from harness.memory_model import GIB, MIB, Calibrations, Setting
 
 GPU_SIZES_GIB = (24, 40, 48, 80, 141)
 HEADROOM = 0.9  # share of a card a run may use: the rest for the framework, fragmentation, another process
-
-
-def score_se(score: float, n_test: int, n_seeds: int = 1, std: float | None = None) -> float:
-    """Standard error of a mean exact match: across seeds when there are several, else binomial over the test
-    examples (at least one example's worth, so 0 or 1 is never exact)."""
-    if n_seeds > 1 and std is not None and not math.isnan(std):
-        return std / math.sqrt(n_seeds)
-    n = max(int(n_test or 0), 1)
-    return math.sqrt(max(score * (1 - score), 1 / n) / n)
 
 
 def _setting(row: pd.Series, train: dict) -> Setting:
@@ -84,7 +74,7 @@ def decision_table(records: list[dict], variants: pd.DataFrame, calibration: Cal
             else:
                 row[f"{size} GB"] = "yes"
         row["tokens/s"] = round(float(v["tokens_per_s"]), 1) if v.get("tokens_per_s") else None
-        se = score_se(float(v["score"]), int(v.get("n_test") or 0), int(v.get("n_seeds", 1)), v.get("score_std"))
+        se = variant_se(v)
         row["exact match ± 2 SE"] = f"{v['score']:.3f} ± {2 * se:.3f}"
         rows.append(row)
     where = f"on {gpu_name}" if device == "cuda" else "on a CPU (tokens/s is the CPU's; GPU peaks predicted)"

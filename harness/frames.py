@@ -8,6 +8,7 @@ results.peak_memory), so they live below all of them and import nothing of their
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -158,3 +159,19 @@ def time_table(runs: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
             "`eval.latency_prompts=0 eval.forgetting_chunks=0` turn them off."
         )
     return table, note
+
+
+def score_se(score: float, n_test: int, n_seeds: int = 1, std: float | None = None) -> float:
+    """Standard error of a mean exact match: across seeds when there are several, else binomial over the test
+    examples (at least one example's worth, so 0 or 1 is never exact)."""
+    if n_seeds > 1 and std is not None and not math.isnan(std):
+        return std / math.sqrt(n_seeds)
+    n = max(int(n_test or 0), 1)
+    return math.sqrt(max(score * (1 - score), 1 / n) / n)
+
+
+def variant_se(row: pd.Series, metric: str = "score") -> float:
+    """score_se of a variant row (variants_frame): across seeds for exact match where there are several, else
+    binomial over the test examples (for field accuracy too: fields of one example are not independent draws)."""
+    seeds = int(row.get("n_seeds", 1)) if metric == "score" else 1
+    return score_se(float(row[metric]), int(row.get("n_test") or 0), seeds, row.get("score_std"))

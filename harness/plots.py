@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness.decision import score_se  # noqa: E402
+from harness.frames import variant_se  # noqa: E402
 
 PLOTS = ("memory", "speed", "pareto", "ranks", "nf4_fp4", "loss_curves")
 
@@ -71,10 +71,7 @@ def make_plots(runs: pd.DataFrame, variants: pd.DataFrame, out_dir: Path) -> dic
 
         fig, ax = plt.subplots(figsize=(7, 4.8))
         pts = list(zip(variants["peak_mem_mib"].astype(float), variants["score"].astype(float), strict=True))
-        errors = [
-            2 * score_se(v["score"], int(v.get("n_test") or 0), int(v.get("n_seeds", 1)), v.get("score_std"))
-            for _, v in variants.iterrows()
-        ]
+        errors = [2 * variant_se(v) for _, v in variants.iterrows()]
         ax.errorbar(variants["peak_mem_mib"], variants["score"], yerr=errors, fmt="o", capsize=3, label="± 2 SE")
         # labels stacked where points crowd, so none prints over another
         order = sorted(range(len(pts)), key=lambda i: (pts[i][1], pts[i][0]))

@@ -15,8 +15,8 @@ import pandas as pd
 from harness import budget
 from harness.calibration import calibrate
 from harness.claims import check_claims, load_claims
-from harness.decision import decision_table, score_se
-from harness.frames import runs_frame, time_table, variants_frame
+from harness.decision import decision_table
+from harness.frames import runs_frame, score_se, time_table, variant_se, variants_frame
 from harness.memory_model import Calibrations, Setting
 from harness.plots import make_plots
 from harness.report_page import GENERATED, html_head, inline_image
@@ -147,7 +147,7 @@ def matrix_table(variants: pd.DataFrame) -> pd.DataFrame:
             acc = f"{v['score']:.3f} ({(v['score'] - full_score) / full_score * 100:+.1f} % vs full)"
         else:
             acc = f"{v['score']:.3f}"
-        se = score_se(v["score"], int(v.get("n_test") or 0), int(v["n_seeds"]), v.get("score_std"))
+        se = variant_se(v)
         seeds = f" ± {2 * se:.3f} (2 SE" + (f", {int(v['n_seeds'])} seeds)" if v["n_seeds"] > 1 else ")")
         rows.append(
             {
