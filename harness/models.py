@@ -223,10 +223,6 @@ def resolve_target_modules(torch_model: torch.nn.Module, method: MethodConfig) -
     return list(method.target_modules)
 
 
-def check_target_modules(torch_model: torch.nn.Module, method: MethodConfig) -> None:
-    resolve_target_modules(torch_model, method)
-
-
 def check_liger_supports(torch_model: torch.nn.Module) -> None:
     """train.liger_kernel=true on a model type Liger has no kernels for: refused before training.
 
