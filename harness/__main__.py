@@ -8,6 +8,7 @@ Thin on purpose: compose (Hydra) -> check (config.py) -> skip if done -> run (tr
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -26,6 +27,9 @@ log = logging.getLogger("harness")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def run_job(cfg: DictConfig) -> None:
     startup.mark("job_entered")
+    # Ctrl-C and a launcher's cancel (SIGINT) must stop the run even where SIGINT came in ignored (a sweep started
+    # from a background shell passes that on to its job processes, which then trained on after a cancel).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from harness.train import run  # late: keeps `--help` and config errors fast
 
     startup.mark("libraries_imported")
