@@ -469,3 +469,23 @@ def check_claims(
             {"id": claim["id"], "claim": claim["claim"], "source": claim["source"], "needs": claim["needs"], **result}
         )
     return pd.DataFrame(rows)
+
+
+def check_memory_claims(records: list[dict], calibration: mm.Calibrations | None = None) -> pd.DataFrame:
+    """The memory claims at scale alone (id, claim, source, needs, measured, verdict, why): what a scale sweep's
+    GPU records can decide, with no trained scores needed."""
+    extra = {"_records": records, "_calibration": calibration or calibrate(records)}
+    rows = []
+    for claim in load_claims()["claims"]:
+        if CHECKS[claim["check"]] is memory_at_scale:
+            result = memory_at_scale(pd.DataFrame(), pd.DataFrame(), {**claim["params"], **extra})
+            rows.append(
+                {
+                    "id": claim["id"],
+                    "claim": claim["claim"],
+                    "source": claim["source"],
+                    "needs": claim["needs"],
+                    **result,
+                }
+            )
+    return pd.DataFrame(rows)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from harness import random_init
 from harness.config import ALL_LINEAR, ConfigError, MethodConfig, ModelConfig, RunConfig
 
 log = logging.getLogger(__name__)
@@ -134,9 +135,7 @@ def load_base_model(
     quant = quantization_config(method)
     if model.init == "random":
         config = AutoConfig.for_model(**model.architecture)
-        if quant is None:
-            return _random_model(config, seed=seed, device=device, dtype=dtype, attn_implementation=attn_implementation)
-        return _random_quantized_model(
+        return _random_model(
             config, quant, seed=seed, device=device, dtype=dtype, attn_implementation=attn_implementation
         )
     source = pretrained_source(model, cache_dir)
@@ -147,42 +146,32 @@ def load_base_model(
     return torch_model if quant is not None else torch_model.to(device)
 
 
-def _random_model(config, *, seed: int, device: str, dtype: torch.dtype, attn_implementation: str) -> torch.nn.Module:
-    """Random weights drawn from `seed`, built where they will train (random init of a 7B-13B model is minutes
-    on a CPU, seconds on a GPU)."""
-    torch.manual_seed(seed)
-    with torch.device(device):
-        return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
-
-
-def _random_quantized_model(
+def _random_model(
     config, quant, *, seed: int, device: str, dtype: torch.dtype, attn_implementation: str
 ) -> torch.nn.Module:
-    """The model of `_random_model` (same seed, same weights) through transformers' quantising loader, in memory.
+    """Random weights drawn from `seed` one layer at a time on `device`, through transformers' loader, which
+    quantises each layer as it arrives when the method is QLoRA (harness/random_init.py says why).
 
-    Why not through a file: measured on an H200 (2026-11-26), a random 7B QLoRA job spent 257 s of its 276 s
-    before training, building bf16 weights on the CPU, saving them and reloading them quantised. The same
-    loader takes a state dict directly (the same 4-bit weights as the file's round trip: tests/test_models.py).
-    The bf16 copy is freed before training, and the allocator's cache with it, so it adds nothing to the
-    training peak the run measures.
+    The same seed gives the same weights to every method: a QLoRA base is the LoRA base quantised. Measured
+    on an H200 (2026-11-26), the path this replaces (bf16 built on the CPU, saved, reloaded quantised) spent
+    257 s of a 276 s 7B QLoRA job before training, and could not build a model whose bf16 weights exceed the
+    card. The allocator's cache is emptied after the load, so drawing adds nothing to the training peak.
     """
-    built = _random_model(config, seed=seed, device=device, dtype=dtype, attn_implementation=attn_implementation)
-    state = built.state_dict()
-    model_class = type(built)
-    del built
-    quantized = model_class.from_pretrained(
+    skeleton = random_init.meta_skeleton(config, dtype=dtype, attn_implementation=attn_implementation)
+    checkpoint = random_init.RandomCheckpoint(skeleton, seed=seed, device=device)
+    kwargs = {"quantization_config": quant} if quant is not None else {}
+    built = type(skeleton).from_pretrained(
         None,
         config=config,
-        state_dict=state,
+        state_dict=checkpoint,
         dtype=dtype,
-        quantization_config=quant,
         device_map={"": device},
         attn_implementation=attn_implementation,
+        **kwargs,
     )
-    del state
     if str(device).startswith("cuda"):
         torch.cuda.empty_cache()
-    return quantized
+    return built
 
 
 # The default list of conf/method/lora.yaml: Llama's projections (also Mistral's, Qwen2's, Gemma's).

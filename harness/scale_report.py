@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 
 from harness import memory_model as mm  # noqa: E402
 from harness.calibration import calibrate, configuration_key, gpu_records, setting_of_record  # noqa: E402
+from harness.claims import check_memory_claims  # noqa: E402
 from harness.frames import runs_frame, time_table  # noqa: E402
 from harness.report_page import write_table_page  # noqa: E402
 from harness.results import peak_memory  # noqa: E402
@@ -128,5 +129,13 @@ def write_scale_report(records: list[dict], out_dir: Path, *, title: str) -> lis
         for _, row in frame.iterrows()
     ]
     time, time_note = time_table(runs)
-    sections = [("Where the time went", time_note, time)] if time is not None else []
+    claims = check_memory_claims(records, calibration)[["id", "claim", "measured", "verdict", "why"]]
+    claims_note = (
+        "The source documents' memory claims against these records: a GPU record at a claim's exact conditions "
+        "decides it; else the exact count of the tensors that must be resident, else the memory model where this "
+        "folder calibrates the method's family; otherwise the verdict is inconclusive and says what is missing."
+    )
+    sections = [("The documents' memory claims", claims_note, claims)]
+    if time is not None:
+        sections.append(("Where the time went", time_note, time))
     return write_table_page(out_dir, title=title, note=summary, table=shown, plots=plots, sections=sections)

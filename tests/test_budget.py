@@ -395,3 +395,25 @@ def test_budget_states_the_largest_batch_and_length_that_fit_and_the_fsdp_share(
     static = sum(p.components[k] for k in ("weights", "gradients", "optimizer_states"))
     expected = static / 4 + p.components["activations"] + p.components["logits_gradient"]
     assert full["FSDP x4 GiB/card (pred.)"] == pytest.approx(expected / GIB, abs=0.01)
+
+
+@pytest.mark.parametrize(("nvml_mib", "verdict"), [(20_000.0, "holds"), (26_000.0, "does not hold")])
+def test_a_gpu_record_at_a_claims_conditions_decides_it_in_the_scale_report(tmp_path, nvml_mib, verdict) -> None:
+    """The GPU plan's big_qlora part measures the documents' "QLoRA fine-tunes 33B on one 24 GB GPU" at the
+    claim's conditions; its record alone decides the claim, in the scale report that shows it."""
+    from harness.claims import check_memory_claims
+    from harness.scale_report import write_scale_report
+
+    params = _claim_params("qlora-33b-24gb")
+    record = _scale_record(
+        "llama-33b", {"name": "qlora", "quant_type": "nf4", "double_quant": True}, 1, 512, nvml_mib - 500
+    )
+    record["config"]["train"].update(gradient_checkpointing=True, optim=params["optim"])
+    before = check_memory_claims([]).set_index("id").loc["qlora-33b-24gb"]
+    assert before["verdict"] == "inconclusive"  # 4-bit 33B weights fit 24 GB: only a measurement can decide
+    after = check_memory_claims([record]).set_index("id")
+    assert after.loc["qlora-33b-24gb", "verdict"] == verdict
+    assert f"{nvml_mib / 1024:.1f} GiB (measured on a GPU" in after.loc["qlora-33b-24gb", "measured"]
+    assert after.loc["qlora-70b-24gb", "verdict"] == "does not hold"  # the count decides it, record or not
+    text = write_scale_report([record], tmp_path, title="big")[0].read_text()
+    assert "## The documents' memory claims" in text and f"| {verdict} " in text

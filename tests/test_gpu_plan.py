@@ -12,6 +12,7 @@ import tarfile
 import textwrap
 
 import pytest
+import yaml
 
 from harness.config import load_run_config
 
@@ -22,7 +23,7 @@ import gpu_plan  # noqa: E402
 
 
 def test_every_job_of_every_part_composes_and_checks():
-    assert [p.name for p in gpu_plan.PARTS] == ["launcher", "tradeoff", "scale", "bench", "mfu"]
+    assert [p.name for p in gpu_plan.PARTS] == ["launcher", "tradeoff", "big_qlora", "scale", "bench", "mfu"]
     for part in gpu_plan.PARTS:
         overrides = shlex.split(part.overrides.replace("$MODEL", "/tmp/models/m.gguf"))
         axes = [[f"{o.split('=', 1)[0]}={v}" for v in o.split("=", 1)[1].split(",")] for o in overrides]
@@ -33,6 +34,21 @@ def test_every_job_of_every_part_composes_and_checks():
                 assert (cfg.train.batch_size, cfg.train.max_seq_len, cfg.train.optim) == (4, 512, "adamw_torch")
         if part.name == "scale":
             assert len(jobs) == 4 * 4 * 2
+        if part.name == "big_qlora":  # the conditions of claims qlora-33b-24gb and qlora-70b-24gb
+            claims = {
+                c["id"]: c.get("params")
+                for c in yaml.safe_load((ROOT / "harness" / "claims.yaml").read_text())["claims"]
+            }
+            for job in jobs:
+                cfg = load_run_config(compose_config(list(job)))
+                wanted = claims[f"qlora-{cfg.model.name.removeprefix('llama-').removeprefix('2-')}-24gb"]
+                assert cfg.model.init == "random" and cfg.method.name == "qlora" and cfg.method.double_quant
+                assert (cfg.method.quant_type, cfg.train.batch_size, cfg.train.max_seq_len) == (
+                    wanted["quant_type"],
+                    wanted["batch"],
+                    wanted["seq_len"],
+                )
+                assert (cfg.train.gradient_checkpointing, cfg.train.optim) == (True, wanted["optim"])
         if part.name == "tradeoff":
             assert load_run_config(compose_config(list(jobs[0]))).recipe_name == "harness"
 

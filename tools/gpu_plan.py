@@ -6,8 +6,8 @@ first job would not finish in the time left, and stopped at the deadline (the jo
 records). Each part is packed into OUT/<NN>_<name>.tar.gz the moment it ends, and OUT/plan.json says for each
 part what ran, how long it took, how many records it wrote, or why it was skipped.
 
-    # call a (kit part a: no model file yet): the launcher check, then the memory model's calibration slice
-    python tools/gpu_plan.py --minutes 7 --parts launcher,scale --out $OUT
+    # call a (kit part a: no model file yet): the launcher check, the 33B/70B QLoRA claims, the calibration slice
+    python tools/gpu_plan.py --minutes 7 --parts launcher,big_qlora,scale --out $OUT
     # call b (kit part b: the model file arrives): the trade-off sweep users read first, then bench, then MFU
     python tools/gpu_plan.py --minutes 7 --parts tradeoff,bench,mfu --out $OUT \
         --model /tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -18,6 +18,9 @@ The parts (see PARTS for their exact overrides):
   the same machine) run forked, which saves each job the library imports (12.5-16.6 s a job on the H200).
 - tradeoff: the trade-off sweep on SmolLM2 at the full profile, trained with the harness recipe (the bench's
   fastest at an equal score): the report users read first.
+- big_qlora: QLoRA (nf4, double quantisation, paged 8-bit AdamW, checkpointing, batch 1 x 512) of a 33B and a
+  70B model, built layer by layer on the card (harness/random_init.py): the documents' "33B / 70B on one 24 GB
+  GPU", measured (NVML peak) at the QLoRA paper's most frugal setting instead of predicted.
 - scale: 1B/3B/7B/8B x full FT (fp32 master and pure bf16), LoRA, QLoRA nf4 x checkpointing on/off, 4 x 512:
   distinct configurations per method family for the memory model's calibration and its held-out error.
 - bench: the documents' recipe, the harness recipe and its compiled candidate (the 10x goal).
@@ -63,6 +66,12 @@ PARTS: tuple[Part, ...] = (
         "+sweeps=tradeoff model.path=$MODEL recipe=harness eval.batch_size=80",
         first_job_s=60,
         needs_model=True,
+    ),
+    Part(
+        "big_qlora",
+        "+sweeps=scale model=llama-33b,llama-2-70b model.init=random method=qlora_dq train.gradient_checkpointing=true "
+        "train.optim=paged_adamw_8bit train.batch_size=1 train.max_seq_len=512",
+        first_job_s=120,
     ),
     Part(
         "scale",
