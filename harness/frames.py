@@ -79,6 +79,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                     else None
                 ),
                 "base_eval_s": m.get("base_eval_seconds"),
+                "build_s": m.get("build_seconds"),  # building the base model; older records: None
                 "mfu": m.get("mfu"),
                 "eval_loss": m.get("eval_loss"),
                 "score": score.get("exact_match"),
@@ -126,21 +127,26 @@ def time_table(runs: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
         return None, "The records carry no process time (written before it was recorded)."
     train, evaluation, base = (rows[c].fillna(0) for c in ("train_s", "eval_s", "base_eval_s"))
     probes = rows["probe_s"] if "probe_s" in rows else pd.Series(None, index=rows.index, dtype=float)
+    build = rows["build_s"] if "build_s" in rows else pd.Series(None, index=rows.index, dtype=float)
     table = pd.DataFrame(
         {
             "method": rows["label"],
             "job process s": rows["process_s"].round(1),
             # before run() starts: interpreter, imports (torch, transformers, peft, bitsandbytes), Hydra
             "start and imports s": (rows["process_s"] - rows["total_s"]).round(1),
+            # drawing or reading the base model's weights, quantising them (older records count it in data etc.)
+            "model build s": build.astype(float).round(1),
             "base model checks s": base.round(1),
             "training s": rows["train_s"].round(1),
             # validation loss and the test set's generation; older records count their probes in here too
             "scoring s": (evaluation - probes.fillna(0)).round(1),
             "latency and forgetting probes s": probes.astype(float).round(1),
-            "data, loading, saving s": (rows["total_s"] - train - evaluation - base).round(1),
+            "data, loading, saving s": (rows["total_s"] - train - evaluation - base - build.fillna(0)).round(1),
             "training share %": (100 * rows["train_s"] / rows["process_s"]).round(1),
         }
     )
+    if table["model build s"].isna().all():  # records from before the build was timed: no column of blanks
+        table = table.drop(columns="model build s")
     share = 100 * rows["train_s"].sum() / rows["process_s"].sum()
     note = (
         f"Training took {share:.1f} % of the jobs' process time ({rows['train_s'].sum():.0f} of "

@@ -291,6 +291,14 @@ def test_where_the_time_went_splits_each_jobs_process_time():
     assert "31.2 % of the jobs' process time (50 of 160 s)" in note
     assert "probes (generation latency, forgetting on general text) took 6 s" in note
     assert "median per job" not in note  # these records carry no split of their start
+    # a record that times its model build: stated apart, taken out of the rest
+    runs["build_s"] = [None, 7.0]
+    table, _ = time_table(runs)
+    assert list(table["data, loading, saving s"]) == [15.0, 3.0]
+    assert table["model build s"].tolist()[1] == 7.0 and pd.isna(table["model build s"].tolist()[0])
+    parts = table[["start and imports s", "model build s", "base model checks s", "training s", "scoring s",
+                   "latency and forgetting probes s", "data, loading, saving s"]].fillna(0).sum(axis=1)  # fmt: skip
+    assert list(parts) == [100.0, 60.0]
 
 
 def test_the_time_table_states_the_median_split_of_the_jobs_start():

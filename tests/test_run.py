@@ -69,7 +69,8 @@ def test_every_method_runs_and_records(records, method):
     parts = m["eval_parts_seconds"]
     assert set(parts) == {"validation_loss", "test_generation", "forgetting", "latency"}
     assert all(v > 0 for v in parts.values()) and sum(parts.values()) == pytest.approx(m["eval_seconds"])
-    assert m["train_seconds"] + m["eval_seconds"] + m["save_seconds"] < m["total_seconds"]
+    assert m["train_seconds"] + m["eval_seconds"] + m["save_seconds"] + m["build_seconds"] < m["total_seconds"]
+    assert m["build_seconds"] > 0
     env = r["environment"]
     assert env["packages"]["torch"] and env["packages"]["peft"] and env["python"]
     saved = json.loads(Path(r["run"]["record_path"]).read_text())
