@@ -6,7 +6,9 @@ weights (140 GB for 70B): it cannot reach the models the claim is about, and on 
 path through a file took 257 s of a 276 s 7B QLoRA job. Here the model is drawn in units (one decoder layer,
 the embeddings, the head, ...), each on the device it trains on, and transformers' own loader (the one that
 reads safetensors shards) takes each tensor, casts it, quantises it when the method is QLoRA, and drops it
-before the next unit is drawn: at most one unit's full-precision weights are ever held beside the model.
+before the next unit is drawn: at most one unit's full-precision weights are ever held beside the model. The
+loader does with them what it does with a real checkpoint's shards (its caching-allocator warm-up, a tensor at a
+time on the card, quantised there), so a random-weight run's memory is what a user's load of real weights gives.
 
 Each unit is seeded from the run's seed and the unit's name, and initialised by the model class's own
 `_init_weights` (the distributions transformers gives a fresh model), so the weights do not depend on the
