@@ -26,6 +26,16 @@ log = logging.getLogger(__name__)
 # File a sweep job leaves in its Hydra output folder: the path of the record it stands for.
 RECORD_POINTER = "record_path.txt"
 
+# Folder in a sweep's folder where a job that met a configuration error only its run could see (a dataset's
+# prompts longer than train.max_seq_len, say) leaves the message, a file per job number: the launcher then
+# stops the sweep with that one error instead of recording the job, and every later one, as "died".
+CONFIG_ERRORS_DIR = ".config_errors"
+
+
+def config_error_file(sweep_dir: str | Path, job_num: int) -> Path:
+    return Path(sweep_dir) / CONFIG_ERRORS_DIR / str(job_num)
+
+
 # The record format's version, in every record written since 2026-11-26 (those before have none: version 1,
 # read as they are). 2: schema_version itself, run.launcher, run.precision_reason.
 SCHEMA_VERSION = 2

@@ -112,6 +112,22 @@ def test_a_job_whose_process_dies_is_recorded_and_the_sweep_goes_on(tmp_path, ca
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_bad_input_only_a_job_can_see_stops_the_sweep_with_one_clear_error(tmp_path, cache_dir, launcher):
+    """Prompts longer than train.max_seq_len are found once the job tokenises the data: the sweep stops there
+    with that message (exit 2), records nothing for it and starts no further job (each would have "died")."""
+    proc = subprocess.run(
+        _sweep_cmd(tmp_path, "lora,lora_r4", f"hydra/launcher={launcher}", "train.max_seq_len=16"), cwd=ROOT,
+        env=_env(cache_dir), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "configuration error in job #0 (method=lora" in out
+    assert "every train prompt is at least that long" in out
+    assert "job #1 started" not in out and "died" not in out
+    assert not list((tmp_path / "results").glob("*.json"))
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_a_sigterm_to_the_sweep_stops_its_running_job_too(tmp_path, cache_dir, launcher):
     """submitit's job process ignores SIGTERM: a SIGTERM to the sweep alone (a scheduler, `kill PID`) must not
     leave it training on, unseen, after the sweep has gone."""

@@ -167,7 +167,7 @@ class PerProcessLauncher(BaseSubmititLauncher):
             sys.exit(2)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from harness.results import RECORD_POINTER, record_path, write_process_failure
+        from harness.results import RECORD_POINTER, config_error_file, record_path, write_process_failure
 
         assert self.config is not None
         os.environ["FT_HARNESS_LAUNCHER"] = self.NAME  # the jobs' records say which launcher ran them
@@ -245,6 +245,16 @@ class PerProcessLauncher(BaseSubmititLauncher):
                         returns[idx] = job.results()[0]
                         state = "finished"
                     except Exception as e:  # the process died: no record was written, so write one
+                        error_file = config_error_file(sweep_dir, initial_job_idx + idx)
+                        if error_file.exists():  # bad input the pre-sweep check could not see: no record, stop
+                            log.error(
+                                "configuration error in job #%d (%s): %s; the sweep stops, no record written for "
+                                "it (fix the configuration and run the sweep again: finished jobs are kept)",
+                                initial_job_idx + idx,
+                                " ".join(filter_overrides(overrides)),
+                                error_file.read_text(encoding="utf-8"),
+                            )
+                            sys.exit(2)
                         path = write_process_failure(run_cfg, f"job process died: {type(e).__name__}: {e}")
                         point(initial_job_idx + idx, path)
                         returns[idx] = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=None)
