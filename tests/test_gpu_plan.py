@@ -137,3 +137,17 @@ def test_a_part_that_needs_the_model_file_is_skipped_without_it(tmp_path, monkey
     assert "needs the model file" in json.loads((out / "plan.json").read_text())[0]["skipped"]
     with pytest.raises(SystemExit):
         gpu_plan.main([*argv, "--parts", "nonsense"])
+
+
+def test_a_rehearsal_keeps_every_axis_but_the_model_and_the_sizes():
+    scale = next(p for p in gpu_plan.PARTS if p.name == "big_qlora")
+    words = gpu_plan.rehearsal_words(shlex.split(scale.overrides))
+    assert "model=tiny" in words and not any(w.startswith("model=llama") for w in words)
+    assert "method=qlora_dq" in words and "train.optim=paged_adamw_8bit" in words
+    assert "train.gradient_checkpointing=true" in words and "train.max_seq_len=64" in words
+    assert len([w for w in words if w.startswith("train.batch_size=")]) == 1
+    tradeoff = next(p for p in gpu_plan.PARTS if p.name == "tradeoff")
+    words = gpu_plan.rehearsal_words(shlex.split(tradeoff.overrides))
+    assert not any("$MODEL" in w for w in words) and "recipe=harness" in words
+    assert not any(w.startswith("train.max_seq_len=") for w in words)  # the task's prompts need its length
+    load_run_config(compose_config(words))  # a rehearsal job composes and checks

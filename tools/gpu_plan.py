@@ -12,6 +12,9 @@ part what ran, how long it took, how many records it wrote, or why it was skippe
     python tools/gpu_plan.py --minutes 7 --parts tradeoff,bench,mfu --out $OUT \
         --model /tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
+    # before either, on the CPU machine: every part's combinations once, tiny model, real harness (minutes)
+    python tools/gpu_plan.py --minutes 20 --rehearse --out /tmp/rehearsal
+
 The parts (see PARTS for their exact overrides):
 - launcher: one 7B LoRA scale job under hydra/launcher=per_process and again under hydra/launcher=forked; when
   both are ok and their NVML peaks agree within 1 %, the later parts of this plan (this call and later ones on
@@ -89,6 +92,23 @@ PARTS: tuple[Part, ...] = (
 )
 
 
+def rehearsal_words(words: list[str]) -> list[str]:
+    """A part's overrides cut for a CPU rehearsal: every model (a preset list or the GGUF file) becomes the tiny
+    random one, 2 steps, 8 test examples, and where a part sets batch or length, 2 x 64 tokens (the built-in
+    task's prompts need the default length); every other axis (method, checkpointing, optimizer, recipe,
+    launcher) is kept, so each combination the GPU will run is run once through the real harness first."""
+    sizes = {"train.max_seq_len": "64", "train.batch_size": "2"}
+    cut = {"train.max_steps": "2", "eval.max_test_examples": "8"}
+    kept = []
+    for word in words:
+        key = word.split("=", 1)[0]
+        if key in sizes:
+            kept.append(f"{key}={sizes[key]}")
+        elif key not in {"model", "model.path", "model.init", *cut}:
+            kept.append(word)
+    return [*kept, "model=tiny", "model.init=random", *(f"{k}={v}" for k, v in cut.items())]
+
+
 def records_in(folder: Path) -> list[dict]:
     """The run records under a folder (step logs and unreadable files left out)."""
     found = []
@@ -138,6 +158,7 @@ class Plan:
         self.model = args.model
         self.deadline = time.monotonic() + args.minutes * 60
         self.launcher = args.launcher
+        self.rehearse = args.rehearse
         self.summary: list[dict] = []
         self.out.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -154,6 +175,8 @@ class Plan:
     def sweep(self, part: Part, folder: Path, launcher: str) -> tuple[int | None, float, bool]:
         """Run one sweep into `folder` until it ends or the deadline; returns (exit code, seconds, stopped)."""
         words = shlex.split(part.overrides.replace("$MODEL", self.model or "MODEL-NOT-GIVEN"))
+        if self.rehearse:
+            words = rehearsal_words(words)
         cmd = [
             *self.harness, *words, f"hydra/launcher={launcher}", f"results_dir={folder / 'results'}",
             f"report_dir={folder / 'report'}", f"hydra.sweep.dir={folder / 'hydra'}",
@@ -182,7 +205,7 @@ class Plan:
     def run_part(self, number: int, part: Part) -> None:
         entry: dict = {"part": part.name, "overrides": part.overrides}
         left = self.left_s()
-        if part.needs_model and not (self.model and Path(self.model).is_file()):
+        if part.needs_model and not self.rehearse and not (self.model and Path(self.model).is_file()):
             entry["skipped"] = f"needs the model file (--model), not given or missing: {self.model}"
         elif left < part.first_job_s:
             entry["skipped"] = f"its first job needs about {part.first_job_s:.0f} s, {max(left, 0):.0f} s were left"
@@ -233,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.environ.get("OUT", "/tmp/gpu-plan/out"), help="where tarballs go")
     parser.add_argument("--launcher", choices=("auto", "forked", "per_process"), default="auto")
     parser.add_argument("--harness", default=None, help="command that runs a sweep (default: python -m harness)")
+    parser.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="on the CPU, before a GPU call: every part with the tiny random model, 2 steps of 2 x 64 tokens",
+    )
     args = parser.parse_args(argv)
     wanted = [w for w in args.parts.split(",") if w]
     unknown = sorted(set(wanted) - set(names))
