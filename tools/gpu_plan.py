@@ -94,11 +94,18 @@ PARTS: tuple[Part, ...] = (
 
 def rehearsal_words(words: list[str]) -> list[str]:
     """A part's overrides cut for a CPU rehearsal: every model (a preset list or the GGUF file) becomes the tiny
-    random one, 2 steps, 8 test examples, and where a part sets batch or length, 2 x 64 tokens (the built-in
-    task's prompts need the default length); every other axis (method, checkpointing, optimizer, recipe,
-    launcher) is kept, so each combination the GPU will run is run once through the real harness first."""
+    random one, 2 steps, 8 test examples, bf16 and sdpa attention, and where a part sets batch or length,
+    2 x 64 tokens (the built-in task's prompts need the default length); every other axis (method,
+    checkpointing, optimizer, recipe, launcher) is kept, so each combination the GPU will run is run once through
+    the real harness first."""
     sizes = {"train.max_seq_len": "64", "train.batch_size": "2"}
-    cut = {"train.max_steps": "2", "eval.max_test_examples": "8"}
+    # and what a CPU cannot run: fp16 (the documents' recipe) and flex attention's backward (an MFU axis)
+    cut = {
+        "train.max_steps": "2",
+        "eval.max_test_examples": "8",
+        "train.precision": "bf16",
+        "train.attn_implementation": "sdpa",
+    }
     kept = []
     for word in words:
         key = word.split("=", 1)[0]
