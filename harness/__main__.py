@@ -19,7 +19,13 @@ from omegaconf import DictConfig
 
 from harness import startup
 from harness.config import ConfigError, load_run_config
-from harness.results import RECORD_POINTER, config_error_file, existing_ok_record, summary_table
+from harness.results import (
+    RECORD_POINTER,
+    config_error_file,
+    existing_ok_record,
+    summary_table,
+    write_json_atomic,
+)
 
 log = logging.getLogger("harness")
 
@@ -50,11 +56,7 @@ def run_job(cfg: DictConfig) -> None:
         log.error("configuration error: %s", e)
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode == RunMode.MULTIRUN:
-            path = config_error_file(hydra_cfg.sweep.dir, hydra_cfg.job.num)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(str(e), encoding="utf-8")
-            tmp.replace(path)
+            write_json_atomic(config_error_file(hydra_cfg.sweep.dir, hydra_cfg.job.num), {"error": str(e)})
         sys.exit(2)
     # Tells the end-of-sweep callback which record this job stands for (written or reused).
     Path(HydraConfig.get().runtime.output_dir, RECORD_POINTER).write_text(record["run"]["record_path"])

@@ -462,30 +462,22 @@ def check_claims(
 
     records = records or []
     extra = {"_records": records, "_calibration": calibration or calibrate(records)}
-    rows = []
-    for claim in load_claims()["claims"]:
-        result = CHECKS[claim["check"]](runs, variants, {**claim.get("params", {}), **extra})
-        rows.append(
-            {"id": claim["id"], "claim": claim["claim"], "source": claim["source"], "needs": claim["needs"], **result}
-        )
-    return pd.DataFrame(rows)
+    return _claim_rows(load_claims()["claims"], runs, variants, extra)
 
 
 def check_memory_claims(records: list[dict], calibration: mm.Calibrations | None = None) -> pd.DataFrame:
     """The memory claims at scale alone (id, claim, source, needs, measured, verdict, why): what a scale sweep's
     GPU records can decide, with no trained scores needed."""
     extra = {"_records": records, "_calibration": calibration or calibrate(records)}
+    memory = [c for c in load_claims()["claims"] if CHECKS[c["check"]] is memory_at_scale]
+    return _claim_rows(memory, pd.DataFrame(), pd.DataFrame(), extra)
+
+
+def _claim_rows(claims: list[dict], runs: pd.DataFrame, variants: pd.DataFrame, extra: dict) -> pd.DataFrame:
     rows = []
-    for claim in load_claims()["claims"]:
-        if CHECKS[claim["check"]] is memory_at_scale:
-            result = memory_at_scale(pd.DataFrame(), pd.DataFrame(), {**claim["params"], **extra})
-            rows.append(
-                {
-                    "id": claim["id"],
-                    "claim": claim["claim"],
-                    "source": claim["source"],
-                    "needs": claim["needs"],
-                    **result,
-                }
-            )
+    for claim in claims:
+        result = CHECKS[claim["check"]](runs, variants, {**claim.get("params", {}), **extra})
+        rows.append(
+            {"id": claim["id"], "claim": claim["claim"], "source": claim["source"], "needs": claim["needs"], **result}
+        )
     return pd.DataFrame(rows)

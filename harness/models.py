@@ -159,15 +159,14 @@ def _random_model(
     """
     skeleton = random_init.meta_skeleton(config, dtype=dtype, attn_implementation=attn_implementation)
     checkpoint = random_init.RandomCheckpoint(skeleton, seed=seed, device=device)
-    kwargs = {"quantization_config": quant} if quant is not None else {}
     built = type(skeleton).from_pretrained(
         None,
         config=config,
         state_dict=checkpoint,
         dtype=dtype,
+        quantization_config=quant,
         device_map={"": device},
         attn_implementation=attn_implementation,
-        **kwargs,
     )
     if str(device).startswith("cuda"):
         torch.cuda.empty_cache()

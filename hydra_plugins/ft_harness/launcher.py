@@ -15,6 +15,7 @@ submitit's process isolation, logs and timeouts and adds what a benchmark sweep 
 
 import contextlib
 import importlib
+import json
 import logging
 import os
 import pickle
@@ -252,7 +253,7 @@ class PerProcessLauncher(BaseSubmititLauncher):
                                 "it (fix the configuration and run the sweep again: finished jobs are kept)",
                                 initial_job_idx + idx,
                                 " ".join(filter_overrides(overrides)),
-                                error_file.read_text(encoding="utf-8"),
+                                json.loads(error_file.read_text(encoding="utf-8"))["error"],
                             )
                             sys.exit(2)
                         path = write_process_failure(run_cfg, f"job process died: {type(e).__name__}: {e}")
