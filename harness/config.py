@@ -13,8 +13,9 @@ quantisation of the frozen base.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -471,6 +472,10 @@ def check_for_device(cfg: RunConfig) -> tuple[str, str]:
         "train.attn_implementation=flex_attention: torch's flex attention has no backward on a CPU "
         "(NotImplementedError at the first step); use sdpa or eager there",
     )
+    _require(
+        cfg.method.name != "qlora" or importlib.util.find_spec("bitsandbytes") is not None,
+        "method=qlora needs bitsandbytes, which is not installed: pip install bitsandbytes",
+    )
     if cfg.train.liger_kernel:
         _require(
             device.startswith("cuda"),
@@ -483,6 +488,21 @@ def check_for_device(cfg: RunConfig) -> tuple[str, str]:
             "liger-kernel (on the GPU machine, build the kit with ../shared/device/prepare.sh liger-kernel==0.8.5)",
         )
     return device, precision
+
+
+def inputs_key(cfg: RunConfig) -> str | None:
+    """What a run's inputs depend on (the tokenizer's source, the dataset, the length prompts must fit in), as one
+    string: jobs of a sweep with equal keys meet the same input errors, so a sweep whose jobs all share one key
+    needs no check of its own (its first job finds them before it trains). None for synthetic data: random
+    tokens, nothing to read, nothing the config check has not seen."""
+    if cfg.dataset.source == "synthetic":
+        return None
+    tokenizer_source = {k: v for k, v in asdict(cfg.model).items() if k not in ("architecture", "init")}
+    return json.dumps(
+        {"model": tokenizer_source, "dataset": asdict(cfg.dataset), "max_seq_len": cfg.train.max_seq_len},
+        sort_keys=True,
+        default=str,
+    )
 
 
 def load_run_config(cfg: DictConfig) -> RunConfig:

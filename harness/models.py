@@ -105,8 +105,6 @@ def quantization_config(method: MethodConfig):
     """The BitsAndBytesConfig of a QLoRA method, every field explicit (library defaults differ)."""
     if method.name != "qlora":
         return None
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError("method=qlora needs bitsandbytes: pip install bitsandbytes")
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(

@@ -27,6 +27,7 @@ from transformers import Trainer, set_seed
 
 from harness import data, env, evaluation, flops, models, startup
 from harness.config import ConfigError, RunConfig, check_for_device, optimizer_steps, precision_reason, trackers
+from harness.inputs import prepare_inputs
 from harness.monitor import MemorySampler, StepLogger, compile_stats, reset_compile_stats
 from harness.results import Status, new_record, record_path, write_json_atomic
 from harness.trainer import SyncFreeTrainer, training_arguments  # noqa: F401 (training_arguments: tests, tools)
@@ -96,38 +97,6 @@ def artifact_bytes(torch_model: torch.nn.Module, cfg: RunConfig, stem: str) -> t
         if not cfg.keep_artifact:
             shutil.rmtree(target, ignore_errors=True)
     return size, str(keep_dir) if cfg.keep_artifact else None
-
-
-def prepare_inputs(cfg: RunConfig):
-    """Tokenizer and tokenised splits; raises ConfigError on any bad dataset input.
-
-    Synthetic data needs no tokenizer (none is loaded: a random-init hub model then needs no download)."""
-    if cfg.dataset.source == "synthetic":
-        train = data.synthetic_split(
-            cfg.dataset.n_train,
-            seq_len=cfg.train.max_seq_len,
-            vocab_size=int(cfg.model.architecture["vocab_size"]),
-            seed=cfg.dataset.seed,
-        )
-        return None, {"train": train}, None
-    tokenizer = models.load_tokenizer(cfg.model, cfg.cache_dir)
-    if cfg.dataset.source == "chat" and not tokenizer.chat_template:
-        raise ConfigError(f"dataset.source=chat needs a tokenizer with a chat template; {cfg.model.name}'s has none")
-    rows = data.load_splits(cfg.dataset, cfg.cache_dir)
-    tokenized = {
-        split: data.tokenize_split(
-            rows[split],
-            tokenizer,
-            max_seq_len=cfg.train.max_seq_len,
-            use_chat_template=cfg.dataset.use_chat_template,
-            split=split,
-        )
-        for split in ("train", "validation")
-    }
-    test = rows["test"]
-    if cfg.eval.max_test_examples is not None:
-        test = test.select(range(min(cfg.eval.max_test_examples, len(test))))
-    return tokenizer, tokenized, test
 
 
 @contextlib.contextmanager
@@ -218,7 +187,6 @@ def run(cfg: RunConfig) -> dict:
             "train.sync_free_steps=true: this transformers' Trainer has no _track_num_input_tokens to keep the "
             "token count on the GPU (5.17-5.23 have it); set it to false"
         )
-    models.quantization_config(cfg.method)  # QLoRA without bitsandbytes fails here, before any loading
     tokenizer, tokenized, test_rows = prepare_inputs(cfg)
 
     remove_dead_scratch()

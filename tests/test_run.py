@@ -349,7 +349,7 @@ def test_skipping_peft_input_cast_trains_exactly_the_same(make_config, method):
 def test_tokens_per_s_counts_the_non_padding_tokens_of_padded_batches(make_config):
     """One epoch over 8 examples padded to 256 tokens: the record's trained tokens are the examples' own tokens
     (what tokens/s divides), not the 8 x 256 positions of the padded batches."""
-    from harness.train import prepare_inputs
+    from harness.inputs import prepare_inputs
 
     one_epoch = ("train.max_steps=0", "train.num_epochs=1", "dataset.n_train=8", "train.batch_size=4")
     cfg = make_config("method=lora", *one_epoch, "train.grad_accum=1", "train.pad_to_length=256", "eval.enabled=false")

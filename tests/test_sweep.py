@@ -5,6 +5,7 @@ import itertools
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,6 +125,23 @@ def test_bad_input_only_a_job_can_see_stops_the_sweep_with_one_clear_error(tmp_p
     assert "configuration error in job #0 (method=lora" in out
     assert "every train prompt is at least that long" in out
     assert "job #1 started" not in out and "died" not in out
+    assert not list((tmp_path / "results").glob("*.json"))
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_jobs_that_differ_in_their_inputs_have_them_checked_before_the_first_starts(tmp_path, cache_dir, launcher):
+    """A max_seq_len axis: the value too short for every prompt stops the sweep before any job trains, naming the
+    job, though an earlier job could have run; no record, no job started."""
+    cmd = [*_sweep_cmd(tmp_path, "lora", f"hydra/launcher={launcher}"), "train.max_seq_len=256,16"]
+    cmd.remove("train.max_seq_len=256")
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(cache_dir), capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "checking the inputs of 2 job(s)" in out
+    assert "configuration error: job #1 (method=lora" in out and "job #0 (" not in out
+    assert "train.max_seq_len=16): train.max_seq_len=16: every train prompt is at least that long" in out
+    assert "Map:" not in out  # the check is quiet (the jobs show their own progress bars)
+    assert "no job started" in out and not re.search(r"job #\d+ started", out)
     assert not list((tmp_path / "results").glob("*.json"))
 
 
@@ -284,6 +302,8 @@ def test_the_forked_launchers_preload_never_initialises_cuda():
 
     safe = _preload_under_spy()
     assert safe == {"calls": [], "imported": list(SAFE_PRELOAD), "heavy_left": []}
+    # what the per_process launcher imports in the sweep's process to check jobs' inputs
+    assert _preload_under_spy("harness.inputs") == {"calls": [], "imported": ["harness.inputs"], "heavy_left": []}
     # the check can fail: bitsandbytes (and peft, which imports it) ask the GPU for its compute capability
     assert "get_device_capability" in _preload_under_spy("bitsandbytes")["calls"]
     assert "get_device_capability" in _preload_under_spy("peft")["calls"]

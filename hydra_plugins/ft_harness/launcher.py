@@ -6,7 +6,8 @@ launcher starts every job at once, so jobs compete for the GPU and CPU they are 
 submitit's process isolation, logs and timeouts and adds what a benchmark sweep needs:
 
 - jobs run one at a time, or one per GPU in parallel when `gpus` lists several (CUDA_VISIBLE_DEVICES);
-- every job's config is composed and checked before the first job starts (one clear error, nothing run);
+- every job's config is composed and checked before the first job starts, and its inputs too where jobs differ
+  in them (one clear error, nothing run);
 - jobs whose record already exists with status ok are skipped (resume), unless `force=true`;
 - a job whose process dies (killed, segfault, out of host memory) gets a `failed` record, and the sweep
   goes on;
@@ -133,12 +134,43 @@ class PerProcessLauncher(BaseSubmititLauncher):
                 continue
             done = not run_cfg.force and existing_ok_record(run_cfg) is not None
             plan.append((idx, list(overrides), run_cfg, done))
+        if not errors:
+            errors = self._check_inputs(plan)
         if errors:
             for line in errors:
                 log.error("configuration error: %s", line)
             log.error("no job started: fix the %d bad configuration(s) above", len(errors))
             sys.exit(2)
         return plan
+
+    @staticmethod
+    def _check_inputs(plan: list[tuple[int, list[str], Any, bool]]) -> list[str]:
+        """Read and tokenise the inputs of the jobs to run, once per distinct input, where jobs differ in them (a
+        dataset or train.max_seq_len axis): a prompt too long for one job's max_seq_len, or a damaged file of one
+        dataset, then stops the sweep before any job trains. Where every job shares its inputs the first job finds
+        such a problem before it trains, so nothing is loaded here (the libraries' import alone takes seconds)."""
+        from harness.config import ConfigError, inputs_key
+
+        first_job_of: dict[str, tuple[int, list[str], Any]] = {}
+        for idx, overrides, run_cfg, done in plan:
+            key = None if done else inputs_key(run_cfg)
+            if key is not None:
+                first_job_of.setdefault(key, (idx, overrides, run_cfg))
+        if len(first_job_of) < 2:
+            return []
+        from datasets import disable_progress_bars
+
+        from harness.inputs import prepare_inputs  # torch, transformers, datasets; never CUDA (tests/test_sweep.py)
+
+        disable_progress_bars()  # in this process only: the jobs show their own
+        log.info("checking the inputs of %d job(s) that differ in them before the first job", len(first_job_of))
+        errors = []
+        for idx, overrides, run_cfg in first_job_of.values():
+            try:
+                prepare_inputs(run_cfg)
+            except ConfigError as e:
+                errors.append(f"job #{idx} ({' '.join(filter_overrides(overrides))}): {e}")
+        return errors
 
     def _start_job(self, overrides: list[str], job_num: int, slot: int | None, inherited: list[int], sweep_dir: Path):
         """Start one job in a fresh process (submitit's local executor); returns its submitit job."""
