@@ -1,6 +1,7 @@
 """Sweeps: every sweep file composes and checks; a job that dies is recorded and the sweep goes on; a sweep
 killed mid-job (kill -9) leaves no half-written record and, run again, runs only what is missing."""
 
+import contextlib
 import itertools
 import json
 import math
@@ -164,6 +165,54 @@ def test_a_sigterm_to_the_sweep_stops_its_running_job_too(tmp_path, cache_dir, l
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_sweep_from_a_background_shell_stopped_during_a_jobs_imports_stops_the_job(tmp_path, cache_dir, launcher):
+    """A background shell starts the sweep with SIGINT ignored. A SIGTERM while the job still imports its
+    libraries (before the run installs its own SIGINT handler) must stop the job with the cancel's SIGINT, well
+    inside the grace after which the launcher would kill it (set long here, so only the SIGINT can do it)."""
+    cmd = _sweep_cmd(tmp_path, "lora", "train.max_steps=100000", "eval.enabled=false", f"hydra/launcher={launcher}",
+                     "hydra.launcher.cancel_grace_s=600")  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache_dir), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_ignore_sigint)  # fmt: skip
+    try:
+        job = _wait_for(lambda: _job_processes(psutil.Process(proc.pid)), 120, "the job's process")[0]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) != 0
+        assert not job.is_running() or job.status() == psutil.STATUS_ZOMBIE
+        assert not list((tmp_path / "results").glob("*.json"))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_job_that_ignores_the_cancel_is_killed_after_the_grace():
+    from hydra_plugins.ft_harness.launcher import PerProcessLauncher
+
+    class Job:  # what the launch loop asks of a job; its id is its process id, as under both launchers
+        def __init__(self) -> None:
+            code = "import signal as s, time; s.signal(s.SIGINT, s.SIG_IGN); print(1, flush=True); time.sleep(99)"
+            self.process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+            self.process.stdout.readline()  # SIGINT is ignored from here on
+            self.job_id = str(self.process.pid)
+
+        def done(self) -> bool:
+            return self.process.poll() is not None
+
+        def cancel(self) -> None:
+            self.process.send_signal(signal.SIGINT)
+
+    launcher = PerProcessLauncher(submitit_folder="unused", timeout_min=1, cancel_grace_s=1.0)
+    job = Job()
+    start = time.monotonic()
+    launcher._stop([job])
+    assert job.process.returncode == -signal.SIGKILL
+    assert 1.0 <= time.monotonic() - start < 30
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)

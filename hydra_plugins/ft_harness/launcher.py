@@ -49,6 +49,8 @@ class PerProcessLauncherConf:
     # Copy each job's output to this terminal while it runs.
     stream_output: bool = True
     poll_s: float = 0.5
+    # When the sweep stops (Ctrl-C, SIGTERM), a running job gets SIGINT; one still running this long after is killed.
+    cancel_grace_s: float = 30.0
 
 
 ConfigStore.instance().store(
@@ -113,6 +115,7 @@ class PerProcessLauncher(BaseSubmititLauncher):
         self.gpus: list[int] = list(params.pop("gpus", []) or [])
         self.stream_output: bool = bool(params.pop("stream_output", True))
         self.poll_s: float = float(params.pop("poll_s", 0.5))
+        self.cancel_grace_s: float = float(params.pop("cancel_grace_s", 30.0))
         super().__init__(**params)
 
     def _job_config(self, overrides: Sequence[str]) -> DictConfig:
@@ -184,9 +187,20 @@ class PerProcessLauncher(BaseSubmititLauncher):
         # (none when given none): name them, or every job would train on the CPU.
         # (AutoExecutor does not pass visible_gpus on: set it on the local executor itself.)
         self._executor._executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=gpus)
-        return self._executor.submit(
-            self, overrides, "hydra.sweep.dir", job_num, f"job_id_for_{job_num}", Singleton.get_state()
-        )
+        # A sweep started from a background shell has SIGINT ignored, and an ignored signal stays ignored through
+        # exec: its job would miss the cancel's SIGINT until the run installs its own handler, seconds into its
+        # imports. A handled signal is reset to the default in the new program, so the job starts with Python's.
+        ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if ignored and in_main_thread:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return self._executor.submit(
+                self, overrides, "hydra.sweep.dir", job_num, f"job_id_for_{job_num}", Singleton.get_state()
+            )
+        finally:
+            if ignored and in_main_thread:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def _plan_and_gpus(self, job_overrides: Sequence[Sequence[str]]) -> tuple[list, list[int]]:
         """The checked plan and the GPUs jobs inherit; exits 2 on a bad configuration."""
@@ -308,13 +322,29 @@ class PerProcessLauncher(BaseSubmititLauncher):
                         _fmt_s(eta) if left else "-",
                     )
         finally:
-            for job, _, _, _ in running.values():
-                if not job.done():
-                    log.error("sweep stopped: cancelling job %s (it gets SIGINT)", job.job_id)
-                    job.cancel()
+            self._stop([job for job, _, _, _ in running.values()])
             if in_main_thread:
                 signal.signal(signal.SIGTERM, previous)
         return [returns[p[0]] for p in plan]
+
+    def _stop(self, jobs: Sequence[Any]) -> None:
+        """SIGINT to each running job, as submitit's cancel sends it (the run removes its scratch folder and writes
+        no record); SIGKILL to any still running cancel_grace_s later, so that no job trains on, unseen, after its
+        sweep has gone. A job's id is its process id under both launchers."""
+        running = [job for job in jobs if not job.done()]
+        for job in running:
+            log.error("sweep stopped: cancelling job %s (it gets SIGINT)", job.job_id)
+            job.cancel()
+        deadline = time.monotonic() + self.cancel_grace_s
+        while any(not job.done() for job in running) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for job in running:
+            if not job.done():
+                log.error("job %s still runs %.0f s after its SIGINT: killing it", job.job_id, self.cancel_grace_s)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(job.job_id), signal.SIGKILL)
+                while not job.done():
+                    time.sleep(0.1)
 
 
 # What the forked launcher imports once, in the sweep's own process, before any job: the libraries whose import
@@ -342,8 +372,6 @@ class ForkedLauncherConf(PerProcessLauncherConf):
     submitit_folder: str = "${hydra.sweep.dir}/.forked/%j"
     # Modules imported once before the first job; each job is a fork of that process.
     preload: list[str] = field(default_factory=lambda: list(SAFE_PRELOAD))
-    # After a cancel (SIGINT), a job that has not ended after this long is killed.
-    cancel_grace_s: float = 30.0
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="forked", node=ForkedLauncherConf, provider="ft-harness")
@@ -382,13 +410,12 @@ class _ForkedPaths:
 class _ForkedJob:
     """One job in a child forked from the sweep's process; answers what the launch loop asks of a submitit job."""
 
-    def __init__(self, pid: int, folder: Path, timeout_s: float, cancel_grace_s: float) -> None:
+    def __init__(self, pid: int, folder: Path, timeout_s: float) -> None:
         self.pid = pid
         self.job_id = str(pid)
         self.paths = _ForkedPaths(folder / "stdout", folder / "stderr", folder / "result.pkl")
         self.started = time.monotonic()
         self.timeout_s = timeout_s
-        self.cancel_grace_s = cancel_grace_s
         self.exit: str | None = None  # how the process ended, once it has
 
     def done(self) -> bool:
@@ -417,14 +444,9 @@ class _ForkedJob:
             os.kill(self.pid, sig)
 
     def cancel(self) -> None:
-        """SIGINT as submitit's cancel sends it (the run cleans up and leaves no record); SIGKILL after the grace."""
+        """SIGINT as submitit's cancel sends it (the run cleans up and leaves no record); the launcher kills a job
+        still running after its grace."""
         self._kill(signal.SIGINT)
-        deadline = time.monotonic() + self.cancel_grace_s
-        while not self.done() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not self.done():
-            self._kill(signal.SIGKILL)
-            os.waitpid(self.pid, 0)
 
 
 def _die_with_parent() -> None:
@@ -452,7 +474,6 @@ class ForkedLauncher(PerProcessLauncher):
 
     def __init__(self, **params: Any) -> None:
         self.preload_modules: list[str] = list(params.pop("preload", SAFE_PRELOAD))
-        self.cancel_grace_s: float = float(params.pop("cancel_grace_s", 30.0))
         super().__init__(**params)
 
     def _plan_and_gpus(self, job_overrides: Sequence[Sequence[str]]) -> tuple[list, list[int]]:
@@ -502,7 +523,7 @@ class ForkedLauncher(PerProcessLauncher):
         pid = os.fork()
         if pid == 0:
             self._run_child(overrides, job_num, slot, folder)  # never returns
-        return _ForkedJob(pid, folder, timeout_s=self.params["timeout_min"] * 60, cancel_grace_s=self.cancel_grace_s)
+        return _ForkedJob(pid, folder, timeout_s=self.params["timeout_min"] * 60)
 
     def _run_child(self, overrides: list[str], job_num: int, slot: int | None, folder: Path) -> None:
         """The job, in the forked child: output to its files, the GPU it was given, Hydra's own run_job."""
