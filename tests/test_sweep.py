@@ -218,7 +218,9 @@ def test_a_job_that_ignores_the_cancel_is_killed_after_the_grace():
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_a_sweep_killed_mid_job_resumes_with_only_what_is_missing(tmp_path, cache_dir, launcher):
     results = tmp_path / "results"
-    cmd = _sweep_cmd(tmp_path, "lora_r4,lora_r8,lora", f"hydra/launcher={launcher}")
+    # 20 steps (about 8 s a job here): a forked job of the smoke profile's 4 steps ends in 3-4 s, within the
+    # 3 s this waits after the second job starts, and the kill then fell after that job, not in it
+    cmd = _sweep_cmd(tmp_path, "lora_r4,lora_r8,lora", f"hydra/launcher={launcher}", "train.max_steps=20")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache_dir), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     # Wait for the first record, then for the second job's process, then kill the whole sweep.
@@ -258,7 +260,7 @@ def test_a_sweep_killed_mid_job_resumes_with_only_what_is_missing(tmp_path, cach
     assert {r["run"]["launcher"] for r in records.values()} == {launcher}
     # force=true reruns a job that has an ok record
     forced = subprocess.run(
-        [*_sweep_cmd(tmp_path, "lora_r4", f"hydra/launcher={launcher}"), "force=true"], cwd=ROOT,
+        [*_sweep_cmd(tmp_path, "lora_r4", f"hydra/launcher={launcher}", "train.max_steps=20"), "force=true"], cwd=ROOT,
         env=_env(cache_dir), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert forced.returncode == 0
