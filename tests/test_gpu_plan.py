@@ -146,6 +146,7 @@ def test_a_rehearsal_keeps_every_axis_but_the_model_and_the_sizes():
     assert "method=qlora_dq" in words and "train.optim=paged_adamw_8bit" in words
     assert "train.gradient_checkpointing=true" in words and "train.max_seq_len=64" in words
     assert len([w for w in words if w.startswith("train.batch_size=")]) == 1
+    assert "force=true" in words  # every job runs again, whatever an earlier rehearsal left in --work
     tradeoff = next(p for p in gpu_plan.PARTS if p.name == "tradeoff")
     words = gpu_plan.rehearsal_words(shlex.split(tradeoff.overrides))
     assert not any("$MODEL" in w for w in words) and "recipe=harness" in words

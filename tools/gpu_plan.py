@@ -97,7 +97,8 @@ def rehearsal_words(words: list[str]) -> list[str]:
     random one, 2 steps, 8 test examples, bf16 and sdpa attention, and where a part sets batch or length,
     2 x 64 tokens (the built-in task's prompts need the default length); every other axis (method,
     checkpointing, optimizer, recipe, launcher) is kept, so each combination the GPU will run is run once through
-    the real harness first."""
+    the real harness first. force=true: a rehearsal runs every job again, where a plan's --work folder (kept between
+    calls, for resume) would otherwise skip those with a record from an earlier rehearsal and report them ok."""
     sizes = {"train.max_seq_len": "64", "train.batch_size": "2"}
     # and what a CPU cannot run: fp16 (the documents' recipe) and flex attention's backward (an MFU axis)
     cut = {
@@ -113,7 +114,7 @@ def rehearsal_words(words: list[str]) -> list[str]:
             kept.append(f"{key}={sizes[key]}")
         elif key not in {"model", "model.path", "model.init", *cut}:
             kept.append(word)
-    return [*kept, "model=tiny", "model.init=random", *(f"{k}={v}" for k, v in cut.items())]
+    return [*kept, "model=tiny", "model.init=random", *(f"{k}={v}" for k, v in cut.items()), "force=true"]
 
 
 def records_in(folder: Path) -> list[dict]:
