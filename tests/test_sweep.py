@@ -218,15 +218,18 @@ def test_a_job_that_ignores_the_cancel_is_killed_after_the_grace():
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_a_sweep_killed_mid_job_resumes_with_only_what_is_missing(tmp_path, cache_dir, launcher):
     results = tmp_path / "results"
-    # 20 steps (about 8 s a job here): a forked job of the smoke profile's 4 steps ends in 3-4 s, within the
-    # 3 s this waits after the second job starts, and the kill then fell after that job, not in it
+    # 20 steps (about 8 s a job here): a forked job of the smoke profile's 4 steps ends in 3-4 s, close to the
+    # 3 s this waits after the second job starts
     cmd = _sweep_cmd(tmp_path, "lora_r4,lora_r8,lora", f"hydra/launcher={launcher}", "train.max_steps=20")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache_dir), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    # Wait for the first record, then for the second job's process, then kill the whole sweep.
-    _wait_for(lambda: list(results.glob("*.json")), 300, "the first record")
+    # Note the first job's process while it runs (read after its record, it could already be the second job's: a
+    # forked job starts within a second of the first one's end), wait for the first record, then for the second
+    # job's process, then kill the whole sweep.
     parent = psutil.Process(proc.pid)
-    first_job_pids = {p.pid for p in _job_processes(parent)}
+    first_job = _wait_for(lambda: _job_processes(parent), 120, "the first job's process")
+    first_job_pids = {p.pid for p in first_job}
+    _wait_for(lambda: list(results.glob("*.json")), 300, "the first record")
     _wait_for(lambda: {p.pid for p in _job_processes(parent)} - first_job_pids, 120, "the second job's process")
     time.sleep(3)
     os.killpg(proc.pid, signal.SIGKILL)
