@@ -191,6 +191,9 @@ class EvalConfig:
     # Inference cost: latency of base / adapter unmerged / merged on the first N test prompts; 0 turns it off.
     latency_prompts: int = MISSING
     latency_new_tokens: int = MISSING
+    # The learning curve: validation loss at this many evenly spaced steps before the end (the end's is always
+    # measured), so a report can say whether a method had stopped improving; 0 turns it off.
+    curve_points: int = MISSING
 
 
 @dataclass
@@ -267,7 +270,10 @@ def check(cfg: RunConfig) -> RunConfig:
     if m.name == "qlora":
         _require(m.quant_type in QUANT_TYPES, f"method.quant_type={m.quant_type!r}: must be nf4 or fp4")
         _require(m.double_quant is not None, "method.double_quant must be set explicitly (true or false)")
-        _require(m.compute_dtype in DTYPES, f"method.compute_dtype={m.compute_dtype!r}: one of {DTYPES}")
+        _require(
+            m.compute_dtype == "auto" or m.compute_dtype in DTYPES,
+            f"method.compute_dtype={m.compute_dtype!r}: auto (the run's precision) or one of {DTYPES}",
+        )
     elif m.name == "lora":
         _require(m.quant_type is None, "method.quant_type is set for lora: use method=qlora for a 4-bit base")
 
@@ -359,12 +365,18 @@ def check(cfg: RunConfig) -> RunConfig:
         )
     _require(cfg.memory.sample_interval_s > 0, f"memory.sample_interval_s={cfg.memory.sample_interval_s}: must be > 0")
     _require(cfg.device in ("auto", "cpu", "cuda"), f"device={cfg.device!r}: auto, cpu or cuda")
-    for name in ("forgetting_chunks", "latency_prompts"):
+    for name in ("forgetting_chunks", "latency_prompts", "curve_points"):
         _require(getattr(cfg.eval, name) >= 0, f"eval.{name}={getattr(cfg.eval, name)}: must be >= 0 (0 turns it off)")
     _require(cfg.eval.forgetting_chunk_tokens > 1, "eval.forgetting_chunk_tokens must be > 1")
     _require(cfg.eval.latency_new_tokens > 0, "eval.latency_new_tokens must be > 0")
     _require(cfg.eval.batch_size > 0, f"eval.batch_size={cfg.eval.batch_size}: must be > 0")
     return cfg
+
+
+def curve_steps(steps: int, points: int) -> tuple[int, ...]:
+    """The optimizer steps before the last at which the learning curve measures validation loss: `points`
+    evenly spaced ones (60 steps, 2 points: 20 and 40), none that repeat or reach the end."""
+    return tuple(sorted({round(steps * i / (points + 1)) for i in range(1, points + 1)} - {0, steps}))
 
 
 def optimizer_steps(max_steps: int, batch_size: int, grad_accum: int, reference_batch: int | None) -> int:

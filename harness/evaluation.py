@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -22,6 +23,12 @@ from harness.data import render_prompt
 from harness.results import write_json_atomic
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
+
+log = logging.getLogger(__name__)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
 def load_metric(name: str) -> evaluate.EvaluationModule:
@@ -40,6 +47,7 @@ def generate_completions(
     max_new_tokens: int,
     device: str,
     conversations: list[str | None] | None = None,
+    progress_label: str = "generating",
 ) -> tuple[list[str], dict]:
     """Greedy completions of prompts (a chat row: its conversation), batched with left padding; also returns
     timing figures."""
@@ -53,6 +61,16 @@ def generate_completions(
     start = time.perf_counter()
     try:
         for i in range(0, len(prompts), batch_size):
+            if i:  # minutes pass on a CPU: say how far scoring is and how long the rest should take
+                elapsed = time.perf_counter() - start
+                log.info(
+                    "%s: %d/%d examples in %s, about %s left",
+                    progress_label,
+                    i,
+                    len(prompts),
+                    _minutes(elapsed),
+                    _minutes(elapsed / i * (len(prompts) - i)),
+                )
             texts = [
                 render_prompt(tokenizer, p, use_chat_template, c)
                 for p, c in zip(prompts[i : i + batch_size], conversations[i : i + batch_size], strict=True)
@@ -80,13 +98,42 @@ def generate_completions(
 
 
 def score(predictions: list[str], references: list[str], scorer: str) -> dict:
-    """exact_match always; field accuracy, JSON validity and per-field accuracy for JSON tasks."""
+    """exact_match always; field accuracy, JSON validity and per-field accuracy for JSON tasks. `per_example`
+    holds each prediction's outcome as the metric module judged it."""
     result = load_metric("exact_match").compute(predictions=predictions, references=references)
     if scorer == "json_fields":
         fields = load_metric("field_accuracy").compute(predictions=predictions, references=references)
         # exact_match on JSON tasks compares parsed fields, so 2 and 2.0 or key spacing do not count.
         result = {"exact_match_text": result["exact_match"], **fields}
+    else:
+        result["per_example"] = [{"exact_match": bool(hit)} for hit in result["per_example"]]
     return result
+
+
+def example_rows(test_rows: Dataset, predictions: list[str], per_example: list[dict]) -> list[dict]:
+    """One row per test example: its position in the test split and a hash of its prompt (what pairs two runs'
+    rows: the report refuses to pair rows whose hashes differ), seen/unseen phrasing, the reference, the
+    prediction and its outcome. Written beside the record (`<record>.examples.jsonl`)."""
+    unseen = test_rows["unseen_phrasing"] if "unseen_phrasing" in test_rows.column_names else [None] * len(predictions)
+    rows = []
+    for i, (prompt, reference, prediction, outcome, flag) in enumerate(
+        zip(test_rows["prompt"], test_rows["completion"], predictions, per_example, unseen, strict=True)
+    ):
+        fields = outcome.get("fields")
+        rows.append(
+            {
+                "id": i,
+                "prompt_sha": hashlib.sha256(prompt.encode()).hexdigest()[:12],
+                "unseen_phrasing": None if flag is None else bool(flag),
+                "reference": reference,
+                "prediction": prediction,
+                "valid": outcome.get("valid"),
+                "exact_match": outcome["exact_match"],
+                "field_accuracy": sum(fields.values()) / len(fields) if fields else None,
+                "fields": fields,
+            }
+        )
+    return rows
 
 
 def task_score(
@@ -100,8 +147,10 @@ def task_score(
     max_new_tokens: int,
     device: str,
     n_samples: int = 3,
+    progress_label: str = "scoring",
 ) -> dict:
-    """Generate on the test rows and score them; keep a few examples for the report."""
+    """Generate on the test rows and score them; every example's outcome under `examples` (the run writes them
+    to a file of their own), a few kept in the record for the report."""
     predictions, timing = generate_completions(
         torch_model,
         tokenizer,
@@ -111,14 +160,17 @@ def task_score(
         max_new_tokens=max_new_tokens,
         device=device,
         conversations=list(test_rows["conversation"]) if "conversation" in test_rows.column_names else None,
+        progress_label=progress_label,
     )
     references = list(test_rows["completion"])
     result = score(predictions, references, scorer)
+    result["examples"] = example_rows(test_rows, predictions, result.pop("per_example"))
     if "unseen_phrasing" in test_rows.column_names and scorer == "json_fields":
         for flag, key in ((True, "unseen"), (False, "seen")):
             idx = [i for i, u in enumerate(test_rows["unseen_phrasing"]) if bool(u) == flag]
             if idx:
                 sub = score([predictions[i] for i in idx], [references[i] for i in idx], scorer)
+                sub.pop("per_example")
                 result[f"exact_match_{key}_phrasing"] = sub["exact_match"]
                 result[f"n_{key}_phrasing"] = len(idx)
     result["n"] = len(references)
@@ -217,7 +269,7 @@ def generation_latency(
 # ------------------------------------------------------------------ a run's checks, as its config sets them
 
 
-def run_score(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str) -> dict:
+def run_score(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str, label: str = "scoring") -> dict:
     return task_score(
         torch_model,
         tokenizer,
@@ -227,29 +279,56 @@ def run_score(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str) ->
         batch_size=cfg.eval.batch_size,
         max_new_tokens=cfg.eval.max_new_tokens,
         device=device,
+        progress_label=label,
     )
 
 
-def base_score(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str, dtype: torch.dtype) -> dict:
-    """The untrained model's score, cached: every LoRA rank of a sweep shares one base (same weights,
-    dtype and quantisation), so it is scored once per cache instead of once per run."""
+def base_score_key(cfg: RunConfig, device: str, dtype: torch.dtype) -> str:
+    """What the untrained model's score depends on: model, data, scoring settings, dtype and quantisation."""
     m = cfg.method
     key_fields = {
         "model": dataclasses.asdict(cfg.model),
         "dataset": dataclasses.asdict(cfg.dataset),
         "eval": [cfg.eval.batch_size, cfg.eval.max_test_examples, cfg.eval.max_new_tokens],
         "dtype": str(dtype),
-        "quant": [m.quant_type, m.double_quant, m.compute_dtype] if m.name == "qlora" else None,
+        "quant": [m.quant_type, m.double_quant, str(dtype)] if m.name == "qlora" else None,
         "device": device,
         "seed": cfg.train.seed if cfg.model.init == "random" else None,
     }
-    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _base_score_in_records(results_dir: Path, key: str) -> dict | None:
+    """A base score of this key that an earlier run of the same results folder recorded, with its examples:
+    the folder is committed, so a sweep resumed on another machine does not score the same base again."""
+    from harness.results import read_examples  # results imports nothing of evaluation's
+
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        base = (record.get("metrics") or {}).get("base_score") or {}
+        name = (record.get("run") or {}).get("base_examples_log")
+        if base.get("key") == key and name and (path.parent / name).exists():
+            return {**base, "examples": read_examples(path.parent / name), "cached_from": str(path)}
+    return None
+
+
+def base_score(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str, dtype: torch.dtype) -> dict:
+    """The untrained model's score, cached: every LoRA rank of a sweep shares one base (same weights,
+    dtype and quantisation), so it is scored once per cache (or results folder) instead of once per run."""
+    key = base_score_key(cfg, device, dtype)
     path = Path(cfg.cache_dir).expanduser() / "base_scores" / f"{key}.json"
     if path.exists():
         cached = json.loads(path.read_text(encoding="utf-8"))
-        cached["cached_from"] = str(path)
-        return cached
-    result = run_score(torch_model, tokenizer, test_rows, cfg, device)
+        if "examples" in cached:  # caches written before per-example files lack them: score again
+            cached["cached_from"] = str(path)
+            return cached
+    found = _base_score_in_records(Path(cfg.results_dir), key)
+    if found is not None:
+        return found
+    result = {**run_score(torch_model, tokenizer, test_rows, cfg, device, label="scoring the base model"), "key": key}
     write_json_atomic(path, result)
     return result
 

@@ -26,6 +26,7 @@ from harness.config import ALL_LINEAR, ConfigError, MethodConfig, ModelConfig, R
 log = logging.getLogger(__name__)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def gguf_path(model: ModelConfig) -> Path:
@@ -101,8 +102,9 @@ def load_tokenizer(model: ModelConfig, cache_dir: str) -> PreTrainedTokenizerBas
     return tokenizer
 
 
-def quantization_config(method: MethodConfig):
-    """The BitsAndBytesConfig of a QLoRA method, every field explicit (library defaults differ)."""
+def quantization_config(method: MethodConfig, compute_dtype: torch.dtype):
+    """The BitsAndBytesConfig of a QLoRA method, every field explicit (library defaults differ); compute_dtype as
+    weights_dtype resolved it."""
     if method.name != "qlora":
         return None
     from transformers import BitsAndBytesConfig
@@ -111,7 +113,7 @@ def quantization_config(method: MethodConfig):
         load_in_4bit=True,
         bnb_4bit_quant_type=method.quant_type,
         bnb_4bit_use_double_quant=bool(method.double_quant),
-        bnb_4bit_compute_dtype=DTYPES[method.compute_dtype],
+        bnb_4bit_compute_dtype=compute_dtype,
         bnb_4bit_quant_storage=torch.uint8,
     )
 
@@ -130,7 +132,7 @@ def load_base_model(
 
     Random weights are drawn from `seed`, so loading twice gives the same model.
     """
-    quant = quantization_config(method)
+    quant = quantization_config(method, dtype)
     if model.init == "random":
         config = AutoConfig.for_model(**model.architecture)
         return _random_model(
@@ -299,6 +301,10 @@ def prepare_for_packing(torch_model: torch.nn.Module) -> None:
 def weights_dtype(cfg: RunConfig, precision: str) -> torch.dtype:
     """Trained weights stay fp32 (mixed precision); a frozen LoRA base is held in the half dtype."""
     if cfg.method.name == "qlora":
+        # auto: the run's precision. A CPU without native bf16 emulates it: a bf16 matmul ran at 0.85 GFLOP/s
+        # against fp32's 84 on a 2-core EPYC without AVX512 (2026-12-02), so QLoRA in bf16 there would crawl.
+        if cfg.method.compute_dtype == "auto":
+            return PRECISION_DTYPES[precision]
         return DTYPES[cfg.method.compute_dtype]
     if cfg.method.name == "full" and cfg.method.weights_dtype == "bf16":
         return torch.bfloat16  # pure bf16: no fp32 master copy; AdamW keeps its states in the weights' dtype

@@ -173,11 +173,20 @@ class MemorySampler:
 
 
 class StepLogger(TrainerCallback):
-    """One JSON line per logged step: loss, learning rate, grad norm, non-padding tokens/s, memory."""
+    """One JSON line per logged step: loss, learning rate, grad norm, non-padding tokens/s, memory; and the
+    validation loss at `validation_steps` (the learning curve, so a report can say whether a method had stopped
+    improving at its training budget).
 
-    def __init__(self, path: Path, sampler: MemorySampler) -> None:
+    The validation passes are timed apart and left out of every training time (train_seconds, tokens/s, each
+    line's elapsed_s), so a run with a learning curve measures the same speed as one without."""
+
+    def __init__(self, path: Path, sampler: MemorySampler, validation_steps: tuple[int, ...] = ()) -> None:
         self.path = path
         self.sampler = sampler
+        self.validation_steps = set(validation_steps)
+        self.validation: list[dict] = []
+        self.validation_seconds = 0.0
+        self._validation_start: float | None = None
         self._file = None
         self._last_time = 0.0
         self._last_tokens = 0
@@ -197,6 +206,26 @@ class StepLogger(TrainerCallback):
         self._sync()
         self._train_start = self._last_time = time.perf_counter()
         self._last_tokens = state.num_input_tokens_seen
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.validation_steps:
+            control.should_evaluate = True
+            self._validation_start = time.perf_counter()
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self._validation_start is None:
+            return
+        self._sync()
+        spent = time.perf_counter() - self._validation_start
+        self._validation_start = None
+        self.validation_seconds += spent
+        # shift every training clock by the pass, as if it had not happened
+        self._train_start += spent
+        self._last_time += spent
+        if self._first_log is not None:
+            self._first_log = (self._first_log[0] + spent, self._first_log[1])
+        self.validation.append({"step": state.global_step, "eval_loss": (metrics or {}).get("eval_loss")})
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._file is None or not logs or "loss" not in logs:

@@ -66,7 +66,11 @@ NOT_IN_KEY = (
 
 # Fields added after records were written, with the value every earlier run had: left out of the key while they
 # hold it, so earlier runs' records keep their keys (resume still finds them) and new values still count.
-LATER_FIELDS = {("train", "report_to"): ("none",), ("method", "weights_dtype"): (None, "fp32")}
+LATER_FIELDS = {
+    ("train", "report_to"): ("none",),
+    ("method", "weights_dtype"): (None, "fp32"),
+    ("eval", "curve_points"): (0,),
+}
 
 
 def run_key(cfg: RunConfig) -> str:
@@ -97,6 +101,35 @@ def write_json_atomic(path: Path, obj: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    """Rows as JSON lines, written like write_json_atomic (temporary file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, sort_keys=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_examples(path: Path) -> list[dict]:
+    """A per-example file (`<record>.examples.jsonl`): one row per test example, as evaluation.example_rows
+    wrote it. Raises ValueError on a damaged line."""
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: line {n} is not JSON ({e})") from None
+    return rows
 
 
 def record_path(cfg: RunConfig) -> Path:

@@ -26,10 +26,18 @@ import torch
 from transformers import Trainer, set_seed
 
 from harness import data, env, evaluation, flops, models, startup
-from harness.config import ConfigError, RunConfig, check_for_device, optimizer_steps, precision_reason, trackers
+from harness.config import (
+    ConfigError,
+    RunConfig,
+    check_for_device,
+    curve_steps,
+    optimizer_steps,
+    precision_reason,
+    trackers,
+)
 from harness.inputs import prepare_inputs
 from harness.monitor import MemorySampler, StepLogger, compile_stats, reset_compile_stats
-from harness.results import Status, new_record, record_path, write_json_atomic
+from harness.results import Status, new_record, record_path, write_json_atomic, write_jsonl_atomic
 from harness.trainer import SyncFreeTrainer, training_arguments  # noqa: F401 (training_arguments: tests, tools)
 
 log = logging.getLogger(__name__)
@@ -164,6 +172,8 @@ class _Run:
     sampler: MemorySampler
     record: dict
     work_dir: Path
+    # each test example's outcome, trained model and base model: written beside the record at the end
+    examples: dict[str, list[dict]] = dataclasses.field(default_factory=dict)
 
     @property
     def metrics(self) -> dict:
@@ -284,6 +294,7 @@ def _check_base(state: _Run, base: torch.nn.Module, load_base: Callable[[], torc
     if evaluate and cfg.eval.base_model:
         dtype = models.weights_dtype(cfg, state.precision)
         metrics["base_score"] = evaluation.base_score(base, state.tokenizer, state.test_rows, cfg, device, dtype)
+        state.examples["base_examples"] = metrics["base_score"].pop("examples")
     forgetting_before = evaluation.forgetting_loss(base, state.tokenizer, cfg, device) if evaluate else None
     # Full FT changes the base itself, so its base is timed now; LoRA/QLoRA time theirs after training with
     # the adapter switched off (_evaluate).
@@ -306,7 +317,13 @@ def _check_base(state: _Run, base: torch.nn.Module, load_base: Callable[[], torc
 def _train(state: _Run, torch_model: torch.nn.Module) -> Trainer:
     """HF Trainer over the training split, with the memory sampler and the step log; the training's figures."""
     cfg, metrics, sampler = state.cfg, state.metrics, state.sampler
-    step_logger = StepLogger(state.work_dir / "steps.jsonl", sampler)
+    validation_steps = ()
+    if cfg.eval.enabled and cfg.eval.curve_points:
+        t = cfg.train
+        validation_steps = curve_steps(
+            optimizer_steps(t.max_steps, t.batch_size, t.grad_accum, t.reference_batch), cfg.eval.curve_points
+        )
+    step_logger = StepLogger(state.work_dir / "steps.jsonl", sampler, validation_steps)
     tracker_dir = None
     if trackers(cfg.train.report_to):
         # beside the records, not in the scratch folder Trainer writes to (it goes when the run ends)
@@ -324,6 +341,9 @@ def _train(state: _Run, torch_model: torch.nn.Module) -> Trainer:
                 tracker_dir=tracker_dir,
             ),
             train_dataset=state.tokenized["train"],
+            # the learning curve's passes (StepLogger asks for them at validation_steps; evaluation order and
+            # dropout 0 leave the training itself unchanged)
+            eval_dataset=state.tokenized["validation"] if validation_steps else None,
             data_collator=data.collator(
                 cfg.train.packing,
                 pad_token_id=state.tokenizer.pad_token_id if state.tokenizer else 0,
@@ -342,6 +362,9 @@ def _train(state: _Run, torch_model: torch.nn.Module) -> Trainer:
         metrics["compile"] = compile_stats()
     trained = trainer.state
     metrics["train_seconds"] = step_logger.train_seconds
+    if validation_steps:
+        metrics["validation_curve"] = step_logger.validation
+        metrics["validation_curve_seconds"] = step_logger.validation_seconds
     if metrics["memory"].get("sampler_cpu_seconds") is not None:
         # the monitoring's cost: the sampler thread's CPU time over the training's wall time
         metrics["memory"]["sampler_cpu_share"] = metrics["memory"]["sampler_cpu_seconds"] / step_logger.train_seconds
@@ -365,9 +388,12 @@ def _evaluate(state: _Run, trainer: Trainer, torch_model: torch.nn.Module, befor
     with _timed(parts, "validation_loss"):
         eval_out = trainer.evaluate(eval_dataset=state.tokenized["validation"])
     metrics["eval_loss"] = eval_out["eval_loss"]
+    if "validation_curve" in metrics:  # its last point: the end of training, on the same validation examples
+        metrics["validation_curve"].append({"step": metrics["steps"], "eval_loss": eval_out["eval_loss"]})
     metrics["eval_perplexity"] = math.exp(eval_out["eval_loss"]) if eval_out["eval_loss"] < 50 else None
     with _timed(parts, "test_generation"):
         metrics["score"] = evaluation.run_score(torch_model, tokenizer, test_rows, cfg, device)
+    state.examples["examples"] = metrics["score"].pop("examples")
     if before["forgetting"] is not None:
         with _timed(parts, "forgetting"):
             after = evaluation.forgetting_loss(torch_model, tokenizer, cfg, device)
@@ -420,6 +446,12 @@ def _finish(state: _Run, started: float) -> dict:
         steps_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(partial_steps, steps_path)
         record["run"]["steps_log"] = steps_path.name
+    # each test example's outcome (trained, and base model where scored), for the report's paired comparisons;
+    # written before the record, so a record that exists has its files
+    for kind, rows in state.examples.items():
+        examples_path = path.with_name(f"{path.stem}.{kind}.jsonl")
+        write_jsonl_atomic(examples_path, rows)
+        record["run"][f"{kind}_log"] = examples_path.name
     write_json_atomic(path, record)
     shutil.rmtree(state.work_dir, ignore_errors=True)
     record["run"]["record_path"] = str(path)

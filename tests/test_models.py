@@ -33,7 +33,7 @@ def test_a_random_qlora_base_is_the_random_lora_base_quantised(make_config):
         config=plain.config,
         state_dict=plain.state_dict(),
         dtype=torch.bfloat16,
-        quantization_config=models.quantization_config(qlora_cfg.method),
+        quantization_config=models.quantization_config(qlora_cfg.method, torch.bfloat16),
         device_map={"": "cpu"},
     )
     built = _load(qlora_cfg)

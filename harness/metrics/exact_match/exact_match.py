@@ -14,6 +14,7 @@ Args:
     references: list of reference strings.
 Returns:
     exact_match: float in [0, 1].
+    per_example: one bool per prediction (the run writes them beside its record, for paired comparisons).
 """
 
 
@@ -30,6 +31,6 @@ class ExactMatch(evaluate.Metric):
 
     def _compute(self, predictions, references):
         if not references:
-            return {"exact_match": 0.0}
-        hits = sum(p.strip() == r.strip() for p, r in zip(predictions, references, strict=True))
-        return {"exact_match": hits / len(references)}
+            return {"exact_match": 0.0, "per_example": []}
+        hits = [p.strip() == r.strip() for p, r in zip(predictions, references, strict=True)]
+        return {"exact_match": sum(hits) / len(references), "per_example": hits}

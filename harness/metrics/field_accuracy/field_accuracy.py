@@ -20,6 +20,8 @@ Returns:
     json_valid: share of predictions that parse as a JSON object.
     exact_match: share of predictions whose fields all equal the reference's (same key set).
     per_field: {field: accuracy} for every key of the references.
+    per_example: for each prediction {"valid", "exact_match", "fields": {field: right}} (the run writes them
+        beside its record, so methods can be compared example by example).
 """
 
 
@@ -56,20 +58,25 @@ class FieldAccuracy(evaluate.Metric):
         hits: dict[str, int] = {}
         counts: dict[str, int] = {}
         valid = exact = 0
+        per_example = []
         for pred_text, ref_text in zip(predictions, references, strict=True):
             ref = _parse(ref_text)
             if ref is None:
                 raise ValueError(f"reference is not a JSON object: {ref_text!r}")
             pred = _parse(pred_text)
             valid += pred is not None
+            is_valid = pred is not None
             pred = pred or {}
             all_right = set(pred) == set(ref)
+            fields = {}
             for key, gold in ref.items():
                 counts[key] = counts.get(key, 0) + 1
                 right = key in pred and _same(pred[key], gold)
                 hits[key] = hits.get(key, 0) + right
+                fields[key] = bool(right)
                 all_right = all_right and right
             exact += all_right
+            per_example.append({"valid": is_valid, "exact_match": bool(all_right), "fields": fields})
         n = len(references)
         total = sum(counts.values())
         return {
@@ -77,4 +84,5 @@ class FieldAccuracy(evaluate.Metric):
             "json_valid": valid / n if n else 0.0,
             "exact_match": exact / n if n else 0.0,
             "per_field": {k: hits[k] / counts[k] for k in counts},
+            "per_example": per_example,
         }
