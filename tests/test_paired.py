@@ -1,0 +1,117 @@
+"""The paired error of a score gap, checked where the answer is known: simulated per-example outcomes of two
+methods with a known true gap (over new test examples and new training seeds)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from harness import paired
+
+
+def _phi(x):
+    """The standard normal CDF, of an array or a number."""
+    if np.isscalar(x):
+        return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+    return torch.special.ndtr(torch.from_numpy(np.asarray(x, dtype=float))).numpy()
+
+
+def _simulate(rng, *, n: int, seeds: int, seed_sd: float, agreement: float, gap_shift: float = 0.25):
+    """Per-example 0/1 outcomes of methods a and b: a shared example difficulty, a seed effect per method (half
+    shared, as paired seeds share the data order), and b answering like a on `agreement` of its draws."""
+    difficulty = rng.normal(0.0, 1.0, n)
+    shared = rng.normal(0.0, seed_sd, seeds)
+    a, b = {}, {}
+    for s in range(seeds):
+        shift_a = np.sqrt(0.5) * shared[s] + np.sqrt(0.5) * rng.normal(0.0, seed_sd)
+        shift_b = np.sqrt(0.5) * shared[s] + np.sqrt(0.5) * rng.normal(0.0, seed_sd)
+        p_a = _phi(difficulty + shift_a)
+        p_b = _phi(difficulty - gap_shift + shift_b)
+        u = rng.uniform(size=n)
+        u_b = np.where(rng.uniform(size=n) < agreement, u, rng.uniform(size=n))
+        a[s], b[s] = (u < p_a).astype(float), (u_b < p_b).astype(float)
+    return a, b
+
+
+def _true_gap(seed_sd: float, gap_shift: float = 0.25) -> float:
+    """E[p_a - p_b] over examples and seeds: the seed shift per method is N(0, seed_sd^2), so a probit of a
+    N(0, 1) difficulty plus it is Phi(mu / sqrt(1 + 1 + seed_sd^2))."""
+    scale = np.sqrt(2.0 + seed_sd**2)
+    return float(_phi(0.0 / scale) - _phi(-gap_shift / scale))
+
+
+def _coverage(*, seeds: int, seed_sd: float, pairing: bool, replicates: int = 1000) -> tuple[float, float, float]:
+    rng = np.random.default_rng(20261202)
+    truth = _true_gap(seed_sd)
+    hits, widths, unpaired_widths = 0, [], []
+    for _ in range(replicates):
+        a, b = _simulate(rng, n=400, seeds=seeds, seed_sd=seed_sd, agreement=0.9)
+        if not pairing:  # the pairing dropped: b's outcomes no longer line up with a's examples
+            b = {s: rng.permutation(v) for s, v in b.items()}
+        g = paired.paired_gap(a, b)
+        low, high = g.interval()
+        hits += low <= truth <= high
+        widths.append(g.se)
+        unpaired_widths.append(g.unpaired_se)
+    return hits / replicates, float(np.mean(widths)), float(np.mean(unpaired_widths))
+
+
+@pytest.mark.parametrize("seeds,seed_sd", [(1, 0.0), (3, 0.15)])
+def test_the_95_percent_interval_covers_the_true_gap_about_95_percent_of_the_time(seeds, seed_sd):
+    coverage, se, unpaired_se = _coverage(seeds=seeds, seed_sd=seed_sd, pairing=True)
+    assert 0.925 <= coverage <= 0.975, coverage
+    # the methods agree on most examples: the paired error is far narrower than the unpaired one
+    assert se < 0.6 * unpaired_se, (se, unpaired_se)
+
+
+def test_without_the_pairing_the_same_interval_misses_its_coverage():
+    """Scores shuffled across examples: the estimator no longer sees the agreement, its interval is the wide
+    unpaired one, and the covariance it assumed is gone, so the check above fails (it over-covers)."""
+    coverage_paired, se_paired, _ = _coverage(seeds=1, seed_sd=0.0, pairing=True, replicates=300)
+    coverage_dropped, se_dropped, _ = _coverage(seeds=1, seed_sd=0.0, pairing=False, replicates=300)
+    assert se_dropped > 1.6 * se_paired
+    assert coverage_dropped > 0.975 >= coverage_paired
+
+
+def test_seed_variance_is_in_the_error_when_seeds_are_paired():
+    """The same examples, a seed effect that moves every example: with three seeds the error includes it, and is
+    wider than the error over examples alone of one seed pair."""
+    rng = np.random.default_rng(0)
+    a, b = _simulate(rng, n=400, seeds=3, seed_sd=0.6, agreement=0.9)
+    three = paired.paired_gap(a, b)
+    one = paired.paired_gap({0: a[0]}, {0: b[0]})
+    assert three.seed_variance_included and not one.seed_variance_included
+    assert three.seeds == (0, 1, 2) and one.seeds == (0,)
+    d = np.array([a[s] - b[s] for s in range(3)])
+    seed_part = np.var(d.mean(axis=1), ddof=1) / 3
+    assert three.se**2 >= seed_part * 0.9
+
+
+def test_t_quantile():
+    # Student's t table: 12.706 (1 df), 4.303 (2), 2.228 (10), 1.966 (399)
+    for df, expected in ((1, 12.706), (2, 4.303), (10, 2.228), (399, 1.966)):
+        assert paired.t_quantile(0.975, df) == pytest.approx(expected, abs=2e-3)
+
+
+def test_mcnemar_and_the_relative_gap():
+    a = {0: np.array([1, 1, 1, 1, 1, 1, 0, 0, 1, 1], dtype=float)}
+    b = {0: np.array([1, 1, 1, 1, 0, 0, 0, 0, 1, 1], dtype=float)}
+    g = paired.paired_gap(a, b)
+    assert g.gap == pytest.approx(0.2) and g.a_mean == pytest.approx(0.8)
+    assert g.rel_gap_pct == pytest.approx(25.0)
+    # 2 discordant examples, both for a: two-sided exact p = 2 * 0.5^2
+    assert g.mcnemar_p == pytest.approx(0.5)
+    assert paired.mcnemar_exact(np.ones(5), np.ones(5)) == 1.0
+    with pytest.raises(ValueError, match="not the same examples"):
+        paired.paired_gap(a, {0: np.ones(9)})
+
+
+def test_methods_without_a_common_seed_compare_seed_means_over_examples():
+    rng = np.random.default_rng(1)
+    a, b = _simulate(rng, n=200, seeds=3, seed_sd=0.1, agreement=0.9)
+    g = paired.paired_gap(a, {0: b[0]})
+    assert g.seeds == () and not g.seed_variance_included and g.mcnemar_p is None
+    assert g.a_mean == pytest.approx(np.mean([a[s] for s in a]))
