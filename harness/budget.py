@@ -111,6 +111,11 @@ def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, tuple
         sub = runs[runs["model"] == name]
         if "full" not in set(sub["family"]):
             continue
+        whose = "the queried model" if name == model_name else f"NOT the queried model ({model_name})"
+        paired = _paired_quality_costs([r for r in ok if r["config"]["model"]["name"] == name], sub)
+        if paired is not None:
+            gaps, how = paired
+            return gaps, f"measured on {name}, {whose}: {how}"
         metric = "score" if sub["score"].fillna(0).max() > 0 else "field_acc"
         groups = sub.groupby("family")
         means, counts = groups[metric].mean(), groups["n_test"].sum()
@@ -121,12 +126,43 @@ def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, tuple
             for fam, v in means.items()
         }
         what = "exact match" if metric == "score" else "field accuracy (exact match 0 everywhere)"
-        whose = "the queried model" if name == model_name else f"NOT the queried model ({model_name})"
         return gaps, (
             f"measured on {name}, {whose}: {len(sub)} full-profile runs, points of {what} below full FT, ± two "
-            "standard errors"
+            "standard errors, unpaired (the records have no per-example results)"
         )
     return {}, "no full-profile sweep with full FT in the results folder"
+
+
+def _paired_quality_costs(records: list[dict], runs: pd.DataFrame) -> tuple[dict, str] | None:
+    """Points of exact match below full FT per family, paired over the same test examples (and seeds), with the
+    95 % interval (harness/comparisons.py); a family stands for its variant with the most seeds (LoRA: r16 where
+    it ties). None where the records have no per-example results to pair."""
+    from harness.comparisons import quality_evidence
+    from harness.frames import variants_frame
+
+    variants = variants_frame(runs)
+    quality = quality_evidence(records, variants)
+    if quality.table.empty:
+        return None
+    below = quality.table[(quality.table["comparison"] == "below full FT") & (quality.table["metric"] == "exact match")]
+    family_of = dict(zip(runs["label"], runs["family"], strict=True))
+    variants = variants.assign(family=variants["label"].map(family_of), r16=variants["r"] == 16)
+    gaps, used = {"full": (0.0, 0.0)}, []
+    for family, group in variants[variants["family"] != "full"].groupby("family"):
+        for _, v in group.sort_values(["n_seeds", "r16"], ascending=False).iterrows():
+            row = below[below["b"] == v["label"]]
+            if not row.empty:
+                gaps[family] = (float(row["gap"].iloc[0]) * 100, float(row["half_width"].iloc[0]) * 100)
+                used.append(f"{family}: {v['label']}, seeds {row['seeds'].iloc[0]}")
+                break
+    if len(gaps) == 1:
+        return None
+    n = int(below["n"].max())
+    improving = f"; still improving at the end: {', '.join(quality.still_improving)}" if quality.still_improving else ""
+    return gaps, (
+        f"points of exact match below full FT, paired over the same {n} test examples, ± its 95 % interval; "
+        f"at {quality.budget}{improving} ({'; '.join(used)})"
+    )
 
 
 def _family(method_cfg: dict) -> str:

@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from harness.calibration import calibrate, measured_peak
+from harness.comparisons import QualityEvidence
 from harness.frames import variant_se
 from harness.presets import architecture_of
 
@@ -176,17 +177,87 @@ def _evidence_gaps(runs: pd.DataFrame, *, gpu: bool) -> list[str]:
 
 def score_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
     methods = params["method"] if isinstance(params["method"], list) else [params["method"]]
-    max_gap = float(params["max_gap_pct"])
     full = variants[variants["method"] == "full"]
     others = variants[variants["method"].isin(methods)]
     if full.empty or others.empty:
         return _result("-", UNTESTABLE, f"needs a full-FT run and a {'/'.join(methods)} run on the same data")
-    f = full.iloc[0]
+    quality = params.get("_quality")
+    if quality is not None and not quality.table.empty:
+        return _paired_score_gap(runs, full.iloc[0], others, float(params["max_gap_pct"]), quality)
+    return _unpaired_score_gap(runs, full.iloc[0], others, float(params["max_gap_pct"]), quality)
+
+
+def _gap_verdict(gap: float, half_width: float, max_gap: float) -> str:
+    if gap + half_width <= max_gap:
+        return HOLDS
+    if gap - half_width > max_gap:
+        return FAILS
+    return INCONCLUSIVE
+
+
+def _combine(verdicts: list[str]) -> str:
+    if not verdicts:
+        return INCONCLUSIVE
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    return PARTLY if HOLDS in verdicts else INCONCLUSIVE
+
+
+def _paired_score_gap(runs: pd.DataFrame, f: pd.Series, others: pd.DataFrame, max_gap: float, quality) -> dict:
+    """The relative gap below full FT, example by example (harness/comparisons.py), on exact match and on field
+    accuracy; a verdict per method and metric where the 95 % interval lies inside or outside the band."""
+    table = quality.table[(quality.table["comparison"] == "below full FT") & (quality.table["a"] == f["label"])]
+    parts, verdicts, wide, missing = [], [], [], _evidence_gaps(runs, gpu=False)
+    for _, o in others.iterrows():
+        rows = table[table["b"] == o["label"]]
+        if rows.empty:
+            missing.append(f"per-example results of {o['label']} and {f['label']} on the same test examples")
+            continue
+        for _, row in rows.iterrows():
+            if row["rel_gap_pct"] is None or pd.isna(row["rel_gap_pct"]):
+                parts.append(f"{o['label']} {row['metric']}: full FT scored 0, no relative gap")
+                continue
+            gap, hw = float(row["rel_gap_pct"]), float(row["rel_half_width_pct"])
+            verdict = _gap_verdict(gap, hw, max_gap)
+            verdicts.append(verdict)
+            seeds = row["seeds"] if row["seed_variance"] else f"{row['seeds']}, no seed variance"
+            parts.append(f"{o['label']} {row['metric']}: {gap:+.1f} % ± {hw:.1f} ({verdict}; seeds {seeds})")
+            if verdict == INCONCLUSIVE and 2 * hw > max_gap:
+                wide.append(f"{o['label']} {row['metric']} ±{hw:.1f} %")
+    if wide:
+        missing.append(
+            f"more test examples or seeds: the 95 % intervals ({', '.join(wide)}) are wider than the claim's "
+            f"{max_gap:g} % band"
+        )
+    improving = [label for label in [f["label"], *others["label"]] if label in quality.still_improving]
+    budget = f"at {quality.budget}"
+    if improving:
+        budget += f"; still improving at the end: {', '.join(improving)}, so more training could move these gaps"
+    else:
+        budget += "; every compared method's validation loss had levelled off (last interval under 1 %)"
+    return _decide(
+        "relative gap below full FT, paired over the same test examples: " + "; ".join(parts),
+        _combine(verdicts),
+        f"holds where the gap plus its 95 % interval is at most {max_gap:g} %, does not hold where the gap less it "
+        f"exceeds {max_gap:g} %, per method and metric (exact match, and field accuracy, the finer measure); "
+        f"a negative gap: better than full FT. Measured {budget}.",
+        missing,
+    )
+
+
+def _unpaired_score_gap(runs: pd.DataFrame, f: pd.Series, others: pd.DataFrame, max_gap: float, quality) -> dict:
+    """Records without per-example results (written before 2026-12-02): each method's own error, combined as if
+    the methods had been scored on different examples, which is far wider than the paired error."""
     metric = "score"
     if f["score"] <= 0 and f.get("field_acc", 0) > 0:
         metric = "field_acc"  # no exact match at all (e.g. a few steps): compare per-field accuracy instead
+    no_examples = "per-example results (these records have none), so the error is not paired"
     if f[metric] <= 0:
-        missing = [*_evidence_gaps(runs, gpu=False), "a full-FT score above 0 (training too short to compare)"]
+        missing = [
+            *_evidence_gaps(runs, gpu=False),
+            "a full-FT score above 0 (training too short to compare)",
+            no_examples,
+        ]
         return _decide(f"full FT score {f['score']:.3f}", INCONCLUSIVE, "no baseline to compare with", missing)
     parts, verdicts, wide = [], [], []
     for _, o in others.iterrows():
@@ -195,14 +266,9 @@ def score_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
         parts.append(f"{o['label']}: {gap:+.1f} % (±{2 * se:.1f})")
         if 2 * se > max_gap:
             wide.append(f"{o['label']} ±{2 * se:.0f} %")
-        if gap + 2 * se <= max_gap:
-            verdicts.append(HOLDS)
-        elif gap - 2 * se > max_gap:
-            verdicts.append(FAILS)
-        else:
-            verdicts.append(INCONCLUSIVE)
+        verdicts.append(_gap_verdict(gap, 2 * se, max_gap))
     verdict = verdicts[0] if len(set(verdicts)) == 1 else PARTLY if HOLDS in verdicts else INCONCLUSIVE
-    missing = _evidence_gaps(runs, gpu=False)
+    missing = [*_evidence_gaps(runs, gpu=False), no_examples]
     if wide:
         missing.append(
             f"more test examples or seeds: two standard errors of the gap ({', '.join(wide)}) are wider than the "
@@ -215,7 +281,7 @@ def score_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
         f"full FT ({f[metric]:.3f}), relative: " + "; ".join(parts),
         verdict,
         f"holds where the gap plus two standard errors is at most {max_gap:g} %; does not hold where the gap less "
-        f"two standard errors exceeds it (±2 SE shown; test set of {int(f['n_test'])} examples"
+        f"two standard errors exceeds it (±2 SE shown, unpaired; test set of {int(f['n_test'])} examples"
         f"{', spread over seeds' if f.get('n_seeds', 1) > 1 else ''}). A negative gap: better than full FT.",
         missing,
     )
@@ -456,12 +522,14 @@ def check_claims(
     variants: pd.DataFrame,
     records: list[dict] | None = None,
     calibration: mm.Calibrations | None = None,
+    quality: QualityEvidence | None = None,
 ) -> pd.DataFrame:
     """One row per claim: id, claim, source, measured, verdict, why. `records` (GPU ones) calibrate the memory
-    model (unless `calibration` is given) and stand as measurements for the claims at scale."""
+    model (unless `calibration` is given) and stand as measurements for the claims at scale; `quality` (the
+    paired comparisons of the compared records) decides the quality claims."""
 
     records = records or []
-    extra = {"_records": records, "_calibration": calibration or calibrate(records)}
+    extra = {"_records": records, "_calibration": calibration or calibrate(records), "_quality": quality}
     return _claim_rows(load_claims()["claims"], runs, variants, extra)
 
 

@@ -181,3 +181,98 @@ def variant_se(row: pd.Series, metric: str = "score") -> float:
     binomial over the test examples (for field accuracy too: fields of one example are not independent draws)."""
     seeds = int(row.get("n_seeds", 1)) if metric == "score" else 1
     return score_se(float(row[metric]), int(row.get("n_test") or 0), seeds, row.get("score_std"))
+
+
+# ------------------------------------------------------------------ per-example results and paired comparisons
+
+# the per-example scores a comparison can use: 0/1 exact match, and the share of fields right (finer)
+EXAMPLE_METRICS = {"exact_match": "exact match", "field_accuracy": "field accuracy"}
+
+
+def examples_frame(records: list[dict]) -> tuple[pd.DataFrame, list[str]]:
+    """Every test example's outcome of every ok record that has a per-example file (`run.examples_log`), one row
+    each (label, seed, id, prompt hash, phrasing, exact match, field accuracy); and the labels of ok, scored
+    records that have none (written before per-example files, or the file is gone or damaged), which the report
+    names as missing instead of comparing them unpaired."""
+    from harness.results import read_examples
+
+    frames, missing = [], []
+    for r in records:
+        if r.get("status") != "ok" or not r.get("metrics", {}).get("score"):
+            continue
+        label, seed = r["run"]["method_label"], r.get("config", {}).get("train", {}).get("seed")
+        name = r["run"].get("examples_log")
+        path = Path(r["_path"]).parent / name if name and "_path" in r else None
+        try:
+            rows = read_examples(path) if path else None
+        except (OSError, ValueError):
+            rows = None
+        if not rows:
+            missing.append(f"{label} (seed {seed})")
+            continue
+        frame = pd.DataFrame(rows)
+        frame["label"], frame["seed"] = label, seed
+        frame["exact_match"] = frame["exact_match"].astype(float)
+        if "field_accuracy" not in frame or frame["field_accuracy"].isna().all():
+            frame["field_accuracy"] = float("nan")
+        frames.append(frame)
+    columns = ["label", "seed", "id", "prompt_sha", "unseen_phrasing", *EXAMPLE_METRICS]
+    if not frames:
+        return pd.DataFrame(columns=columns), missing
+    return pd.concat(frames, ignore_index=True)[columns], missing
+
+
+def paired_gap(examples: pd.DataFrame, a: str, b: str, metric: str = "exact_match"):
+    """paired.PairedGap of label a minus label b on the examples both scored (by seed), or None when they share
+    none. Raises ValueError where the two runs' examples of one id have different prompts (not the same test
+    set: never paired)."""
+    from harness.paired import paired_gap as gap_of
+
+    sub = examples[examples["label"].isin([a, b])]
+    if sub[metric].isna().all():
+        return None
+    tables = {}
+    for label in (a, b):
+        rows = sub[sub["label"] == label]
+        if rows.empty:
+            return None
+        tables[label] = rows.pivot_table(index="id", columns="seed", values=metric, aggfunc="first")
+        hashes = rows.drop_duplicates("id").set_index("id")["prompt_sha"]
+        tables[f"{label} sha"] = hashes
+    ids = tables[a].index.intersection(tables[b].index)
+    ids = ids[tables[a].loc[ids].notna().all(axis=1) & tables[b].loc[ids].notna().all(axis=1)]
+    if len(ids) < 2:
+        return None
+    differ = ids[(tables[f"{a} sha"].loc[ids] != tables[f"{b} sha"].loc[ids]).to_numpy()]
+    if len(differ):
+        raise ValueError(
+            f"{a} and {b}: test examples {list(differ[:5])} have different prompts in their per-example files "
+            "(not the same test set), so they cannot be paired"
+        )
+    return gap_of(
+        {int(s): tables[a].loc[ids, s].to_numpy(float) for s in tables[a].columns},
+        {int(s): tables[b].loc[ids, s].to_numpy(float) for s in tables[b].columns},
+    )
+
+
+def learning_curves(records: list[dict]) -> pd.DataFrame:
+    """Validation loss at the learning curve's steps (`metrics.validation_curve`), one row per ok record that
+    has one, and the relative drop over its last interval: what says whether a method had stopped improving at
+    its training budget."""
+    rows = []
+    for r in records:
+        curve = r.get("metrics", {}).get("validation_curve")
+        if r.get("status") != "ok" or not curve or len(curve) < 2:
+            continue
+        last, before = curve[-1], curve[-2]
+        rows.append(
+            {
+                "label": r["run"]["method_label"],
+                "seed": r.get("config", {}).get("train", {}).get("seed"),
+                "steps": int(last["step"]),
+                "curve": {int(p["step"]): p["eval_loss"] for p in curve},
+                "last_drop_pct": 100 * (before["eval_loss"] - last["eval_loss"]) / before["eval_loss"],
+                "last_interval": (int(before["step"]), int(last["step"])),
+            }
+        )
+    return pd.DataFrame(rows)

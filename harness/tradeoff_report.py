@@ -15,6 +15,7 @@ import pandas as pd
 from harness import budget
 from harness.calibration import calibrate
 from harness.claims import check_claims, load_claims
+from harness.comparisons import QualityEvidence, comparisons_table, curve_table, quality_evidence
 from harness.decision import decision_table
 from harness.frames import runs_frame, score_se, time_table, variant_se, variants_frame
 from harness.memory_model import Calibrations, Setting
@@ -194,6 +195,31 @@ def _answer(variants: pd.DataFrame) -> str:
     )
 
 
+def _paired_section(quality: QualityEvidence) -> tuple[pd.DataFrame | None, str]:
+    """The paired comparisons, and what is missing for those the records cannot make."""
+    missing = ""
+    if quality.missing:
+        missing = (
+            f" No per-example results for {', '.join(quality.missing)} (records written before 2026-12-02, or the "
+            "file is gone): those runs are in no comparison here."
+        )
+    if quality.table.empty:
+        return None, (
+            "No two methods here have per-example results on the same test examples, so no gap is computed "
+            f"example by example (a sweep with eval.enabled=false scores nothing).{missing}"
+        )
+    note = (
+        "Each gap is a - b on the same test examples (and the same training seeds, where both ran several): "
+        "points of the score (x 100), with its 95 % interval (harness/paired.py: the crossed seeds x examples "
+        "variance, t with Satterthwaite's degrees of freedom; with one seed the error is over test examples only and "
+        "leaves seed-to-seed variance out). 'relative to a': the gap as a share of a's score, as the documents "
+        "state theirs. McNemar p: exact test on the examples where only one of the two is right (one seed, exact "
+        "match). 'unpaired ± 2 SE': the same gap's error as if the methods had been scored on different examples, "
+        f"the report's error before per-example results.{missing}"
+    )
+    return comparisons_table(quality.table), note
+
+
 FITS_ON_MODELS = ("llama-3.2-1b", "llama-3.2-3b", "llama-2-7b", "llama-3-8b", "llama-2-13b", "llama-33b", "llama-2-70b")
 
 
@@ -272,7 +298,8 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
     runs = runs_frame(records)
     variants = variants_frame(runs)
     calibration = calibrate(all_records)  # scale-sweep GPU records, if the folder has any
-    claims = check_claims(runs[runs["status"] == "ok"], variants, all_records, calibration)
+    quality = quality_evidence(records, variants)
+    claims = check_claims(runs[runs["status"] == "ok"], variants, all_records, calibration, quality)
     plots = make_plots(runs, variants, out_dir)
     cond = conditions(records)
     profile_notes = sorted({r["config"].get("profile_note") or "" for r in records} - {""})
@@ -280,6 +307,8 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
     sections = [
         ("Which method fits which GPU", decision if not decision.empty else None, decision_note),
         ("Answer", None, _answer(variants)),
+        ("Quality, example by example: paired gaps", *_paired_section(quality)),
+        ("Learning curves: had the methods stopped improving?", *curve_table(records)),
         ("Conditions", cond, None),
         (
             "Runs",

@@ -417,3 +417,40 @@ def test_a_gpu_record_at_a_claims_conditions_decides_it_in_the_scale_report(tmp_
     assert after.loc["qlora-70b-24gb", "verdict"] == "does not hold"  # the count decides it, record or not
     text = write_scale_report([record], tmp_path, title="big")[0].read_text()
     assert "## The documents' memory claims" in text and f"| {verdict} " in text
+
+
+def test_budget_quality_cost_is_paired_over_the_same_examples_where_records_have_them(tmp_path, capsys) -> None:
+    """Full FT right on 200 of 400 examples, LoRA on the same ones but 8: 2 points below, paired error ~1.4."""
+    hits = {"full": [1] * 200 + [0] * 200, "lora-r16": [0] * 8 + [1] * 192 + [0] * 200}
+    for label, method in (("full", {"name": "full"}), ("lora-r16", {"name": "lora", "r": 16})):
+        rows = [{"id": i, "prompt_sha": f"p{i}", "unseen_phrasing": False, "exact_match": bool(h),
+                 "field_accuracy": float(h)} for i, h in enumerate(hits[label])]  # fmt: skip
+        (tmp_path / f"{label}.examples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        score = sum(hits[label]) / 400
+        record = {
+            "run": {"id": label, "method_label": label, "device": "cpu", "examples_log": f"{label}.examples.jsonl"},
+            "config": {
+                "model": {"name": "llama-3.2-1b", "architecture": {"model_type": "llama"}},
+                "method": method,
+                "train": {
+                    "seed": 0,
+                    "batch_size": 4,
+                    "max_seq_len": 64,
+                    "gradient_checkpointing": False,
+                    "optim": "adamw_torch",
+                    "grad_accum": 1,
+                    "max_steps": 60,
+                    "lr_scheduler": "cosine",
+                },
+            },  # fmt: skip
+            "metrics": {"score": {"exact_match": score, "field_accuracy": score, "n": 400}, "steps": 60},
+            "status": "ok",
+            "error": None,
+        }
+        (tmp_path / f"{label}.json").write_text(json.dumps(record))
+    out = call_budget(capsys, "--gpu-memory", "80GB", "--model", "llama-3.2-1b", "--seq-len", "512", "--batch", "2",
+                      "--results", str(tmp_path))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    # the paired error of 8 discordant examples in 400: sd of the differences sqrt(0.02 - 0.0004) / sqrt(400) = 0.7 %
+    assert "LoRA also fits and costs +2.0 ± 1.4 points" in out.stdout
+    assert "paired over the same 400 test examples" in out.stdout and "at 60 steps x 4 examples" in out.stdout

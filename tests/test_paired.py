@@ -3,13 +3,16 @@ methods with a known true gap (over new test examples and new training seeds).""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from harness import paired
+from harness import claims, comparisons, paired
+from harness.frames import variants_frame
 
 
 def _phi(x):
@@ -115,3 +118,82 @@ def test_methods_without_a_common_seed_compare_seed_means_over_examples():
     g = paired.paired_gap(a, {0: b[0]})
     assert g.seeds == () and not g.seed_variance_included and g.mcnemar_p is None
     assert g.a_mean == pytest.approx(np.mean([a[s] for s in a]))
+
+
+# ------------------------------------------------------------------ the claims read the paired gaps
+
+
+def _examples(outcomes: dict[str, dict[int, np.ndarray]]) -> pd.DataFrame:
+    rows = []
+    for label, seeds in outcomes.items():
+        for seed, hits in seeds.items():
+            for i, hit in enumerate(hits):
+                rows.append({"label": label, "seed": seed, "id": i, "prompt_sha": f"p{i}", "unseen_phrasing": False,
+                             "exact_match": float(hit), "field_accuracy": 0.5 + 0.5 * float(hit)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _variants(labels: dict[str, dict]) -> pd.DataFrame:
+    rows = [{"label": label, "seed": 0, "status": "ok", "n_test": 400, "r": 16, "quant_type": None,
+             "double_quant": None, "profile": "full", "device": "cpu", **fields}
+            for label, fields in labels.items()]  # fmt: skip
+    return variants_frame(pd.DataFrame(rows))
+
+
+def test_a_gap_too_small_for_unpaired_errors_is_decided_paired():
+    """Full FT right on 320 of 400 examples, LoRA on the same ones but 4: a 1.25 % relative gap. Unpaired, two
+    standard errors are ~7 % and the 5 % claim stays inconclusive; paired, the 95 % interval fits the band."""
+    full = np.zeros(400)
+    full[:320] = 1
+    lora = full.copy()
+    lora[:4] = 0
+    examples = _examples({"full": {0: full}, "lora-r16": {0: lora}})
+    variants = _variants({"full": {"method": "full", "score": 0.80, "field_acc": 0.9},
+                          "lora-r16": {"method": "lora", "score": 0.79, "field_acc": 0.895}})  # fmt: skip
+    quality = comparisons.QualityEvidence(comparisons.comparisons(examples, variants), (), "60 steps", ())
+    runs = variants.assign(losses=[[], []], forgetting_delta=None)
+    unpaired = claims.score_gap(runs, variants, {"method": "lora", "max_gap_pct": 5})
+    assert unpaired["verdict"] == claims.INCONCLUSIVE and "not paired" in unpaired["why"]
+    decided = claims.score_gap(runs, variants, {"method": "lora", "max_gap_pct": 5, "_quality": quality})
+    assert decided["verdict"] == claims.HOLDS, decided
+    assert "exact match: +1.2 %" in decided["measured"] and "field accuracy" in decided["measured"]
+    assert "at 60 steps" in decided["why"] and "levelled off" in decided["why"]
+    # a method still improving at the end is named: the gap holds at this budget only
+    improving = dataclasses.replace(quality, still_improving=("lora-r16",))
+    result = claims.score_gap(runs, variants, {"method": "lora", "max_gap_pct": 5, "_quality": improving})
+    assert "still improving at the end: lora-r16" in result["why"]
+
+
+def test_a_large_paired_gap_does_not_hold_and_examples_of_other_prompts_are_not_paired():
+    full = np.zeros(400)
+    full[:320] = 1
+    lora = full.copy()
+    lora[:80] = 0  # 25 % below
+    examples = _examples({"full": {0: full}, "lora-r16": {0: lora}})
+    variants = _variants({"full": {"method": "full", "score": 0.80, "field_acc": 0.9},
+                          "lora-r16": {"method": "lora", "score": 0.60, "field_acc": 0.8}})  # fmt: skip
+    quality = comparisons.QualityEvidence(comparisons.comparisons(examples, variants), (), "60 steps", ())
+    runs = variants.assign(losses=[[], []], forgetting_delta=None)
+    result = claims.score_gap(runs, variants, {"method": "lora", "max_gap_pct": 5, "_quality": quality})
+    assert result["verdict"] == claims.FAILS
+    other = examples.copy()
+    other.loc[(other["label"] == "lora-r16") & (other["id"] == 3), "prompt_sha"] = "another prompt"
+    with pytest.raises(ValueError, match="different prompts"):
+        comparisons.comparisons(other, variants)
+
+
+def test_the_comparisons_a_tradeoff_sweep_makes():
+    variants = _variants({
+        "full": {"method": "full", "score": 0.8}, "lora-r8": {"method": "lora", "r": 8, "score": 0.7},
+        "lora-r16": {"method": "lora", "r": 16, "score": 0.7},
+        "qlora-nf4-r16": {"method": "qlora", "quant_type": "nf4", "double_quant": False, "score": 0.7},
+        "qlora-fp4-r16": {"method": "qlora", "quant_type": "fp4", "double_quant": False, "score": 0.7},
+        "qlora-nf4-dq-r16": {"method": "qlora", "quant_type": "nf4", "double_quant": True, "score": 0.7},
+    })  # fmt: skip
+    pairs = {(what, a, b) for what, a, b in comparisons.comparison_pairs(variants)}
+    assert ("below full FT", "full", "qlora-fp4-r16") in pairs
+    assert ("gain from a higher rank", "lora-r16", "lora-r8") in pairs
+    assert ("nf4 minus fp4", "qlora-nf4-r16", "qlora-fp4-r16") in pairs
+    assert ("double quantisation minus none", "qlora-nf4-dq-r16", "qlora-nf4-r16") in pairs
+    assert ("LoRA minus QLoRA (the 4-bit base)", "lora-r16", "qlora-nf4-r16") in pairs
+    assert len(pairs) == 5 + 1 + 1 + 1 + 1

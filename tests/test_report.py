@@ -59,6 +59,14 @@ def test_report_has_every_section_claim_and_plot(results, tmp_path):
     md = md_path.read_text()
     for section in ("## Conditions", "## Runs", "## Trade-off matrix", "## Claims check", "## Plots"):
         assert section in md
+    # every run wrote its per-example file: each method is compared with full FT example by example
+    paired = md[md.index("## Quality, example by example") : md.index("## Learning curves")]
+    for label in ("lora-r4", "lora-r16", "qlora-nf4-r16", "qlora-fp4-r16"):
+        assert f"| below full FT | full - {label} | exact match |" in paired
+    assert "| nf4 minus fp4 | qlora-nf4-r16 - qlora-fp4-r16 |" in paired and "No per-example results" not in paired
+    # cpu_quick draws no learning curve: the report says that whether methods had stopped improving is unknown
+    curves = md[md.index("## Learning curves") : md.index("## Conditions")]
+    assert "No learning curve in these records" in curves and "4 steps x 4 examples = 16 training examples" in curves
     # decision first: the GPU sizes x method table, peaks predicted (a CPU sweep), scores with their error
     first = md[md.index("## ") : md.index("## Answer")]
     assert first.startswith("## Which method fits which GPU")
@@ -94,6 +102,35 @@ def test_report_has_every_section_claim_and_plot(results, tmp_path):
         assert f"![{plot}]({plot}.png)" in md
     page = html_path.read_text()
     assert page.count("<img alt=") == 6 and page.count("data:image/png;base64,") == 6
+
+
+def test_records_without_per_example_files_still_make_a_report_that_names_them(results, tmp_path):
+    """Records written before per-example files (or with the file gone): the report is written, those runs are in
+    no paired comparison and are named; the quality claims say the error is not paired."""
+    old = tmp_path / "old"
+    shutil.copytree(results, old)
+    for path in old.glob("*full*.examples.jsonl"):
+        path.unlink()
+    (next(old.glob("*lora-r4*.examples.jsonl"))).write_text("{not json\n")
+    records = _records(old)
+    md = write_report(records, tmp_path / "report", title="old records")[0].read_text()
+    paired = md[md.index("## Quality, example by example") : md.index("## Learning curves")]
+    assert "No per-example results for full (seed 0), lora-r4 (seed 0)" in paired
+    assert "below full FT" not in paired and "| nf4 minus fp4 |" in paired
+    claims_table = md[md.index("## Claims check") : md.index("## Plots")]
+    assert "so the error is not paired" in claims_table
+
+
+def test_a_sweep_that_scored_nothing_still_makes_a_report(tmp_path, cache_dir):
+    from harness.config import load_run_config
+
+    out = tmp_path / "results"
+    for method in ("full", "lora"):
+        overrides = ["profile=cpu_quick", *FAST, f"method={method}", f"results_dir={out}", f"cache_dir={cache_dir}",
+                     "eval.enabled=false"]  # fmt: skip
+        run(load_run_config(compose_config(overrides)))
+    md = write_report(_records(out), tmp_path / "report", title="no scores")[0].read_text()
+    assert "No two methods here have per-example results" in md and "eval.enabled=false scores nothing" in md
 
 
 def test_model_outputs_are_escaped_in_html(results, tmp_path):
