@@ -401,8 +401,17 @@ def nf4_vs_fp4(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict
         forgetting = f"{s['forgetting']:+.4f}" if s["forgetting"] is not None else "n/a"
         return f"{s['spikes']:.1f} loss spikes/run, forgetting {forgetting}, score {s['score']:.3f} ({s['runs']} runs)"
 
+    quality = params.get("_quality")
+    paired_text = ""
+    if quality is not None and not quality.table.empty:
+        rows = quality.table[quality.table["comparison"] == "nf4 minus fp4"]
+        paired_text = "".join(
+            f"; {row['metric']} nf4 - fp4 ({row['a']} - {row['b']}), paired: "
+            f"{100 * row['gap']:+.1f} ± {100 * row['half_width']:.1f} points"
+            for _, row in rows.iterrows()
+        )
     return _decide(
-        f"nf4: {describe(n)}; fp4: {describe(f)}",
+        f"nf4: {describe(n)}; fp4: {describe(f)}{paired_text}",
         verdict,
         f"a spike is a logged loss above {params['spike_ratio']}x the median of the {params['window']} before it; "
         "forgetting is the rise in loss on general text (not the task) from before to after training. "
@@ -501,11 +510,60 @@ def grad_accum(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict
     return _result("; ".join(parts), INCONCLUSIVE, "compare at equal examples seen; shown for reading, no verdict")
 
 
+def rank_quality(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
+    """ "Start at r=8; if performance plateaus, bump to 16 or 32": raising the rank above 8 must buy quality for the
+    advice to mean anything. Judged on the paired exact-match gain of each rank over the next lower one."""
+    lora = variants[variants["method"] == "lora"].sort_values("r")
+    if lora["r"].nunique() < 2 or not (lora["r"] >= 8).any():
+        return _result("-", UNTESTABLE, "needs LoRA runs at r=8 and at a higher rank")
+    quality = params.get("_quality")
+    table = quality.table if quality is not None else pd.DataFrame()
+    steps = (
+        table[(table["comparison"] == "gain from a higher rank") & (table["metric"] == "exact match")]
+        if not table.empty
+        else table
+    )
+    missing = _evidence_gaps(runs, gpu=False)
+    if steps.empty:
+        missing.append("per-example results of LoRA runs at two or more ranks on the same test examples")
+        return _decide("-", INCONCLUSIVE, "the gain of a rank over the next is computed example by example", missing)
+    r_of = dict(zip(lora["label"], lora["r"], strict=True))
+    worth = float(params["min_gain_points"])
+    parts, above_eight = [], []
+    for _, row in steps.iterrows():
+        gain, hw = 100 * float(row["gap"]), 100 * float(row["half_width"])
+        parts.append(f"r{r_of[row['b']]:.0f} -> r{r_of[row['a']]:.0f}: {gain:+.1f} ± {hw:.1f} points")
+        if r_of[row["b"]] >= 8:
+            above_eight.append((gain, hw))
+    if not above_eight:
+        missing.append("a LoRA run above r=8")
+        verdict = INCONCLUSIVE
+    elif any(g - h > 0 for g, h in above_eight):
+        verdict = HOLDS  # a rank above 8 measurably better: bumping it pays
+    elif all(g + h < worth for g, h in above_eight):
+        verdict = FAILS  # no step above 8 can be worth the bump
+    else:
+        verdict = INCONCLUSIVE
+    if quality is not None and quality.still_improving:
+        missing_note = f" Still improving at the end: {', '.join(quality.still_improving)}."
+    else:
+        missing_note = ""
+    return _decide(
+        "paired exact-match gain of each rank over the next lower: " + "; ".join(parts),
+        verdict,
+        f"holds where a rank above 8 beats the next lower one (95 % interval above 0); does not hold where no step "
+        f"above r=8 can gain {worth:g} points (every interval's upper end below it); "
+        f"at {quality.budget if quality is not None else 'an unknown budget'}.{missing_note}",
+        missing,
+    )
+
+
 CHECKS: dict[str, Callable[[pd.DataFrame, pd.DataFrame, dict], dict]] = {
     f.__name__: f
     for f in (
         memory_at_scale,
         score_gap,
+        rank_quality,
         trainable_share,
         rank_linear,
         speed_order,

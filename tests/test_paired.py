@@ -197,3 +197,24 @@ def test_the_comparisons_a_tradeoff_sweep_makes():
     assert ("double quantisation minus none", "qlora-nf4-dq-r16", "qlora-nf4-r16") in pairs
     assert ("LoRA minus QLoRA (the 4-bit base)", "lora-r16", "qlora-nf4-r16") in pairs
     assert len(pairs) == 5 + 1 + 1 + 1 + 1
+
+
+@pytest.mark.parametrize(("better_on", "worse_on", "verdict"),
+                         [(20, 0, claims.HOLDS), (0, 0, claims.FAILS), (10, 6, claims.INCONCLUSIVE)])  # fmt: skip
+def test_raising_the_rank_above_8_is_judged_on_its_paired_gain(better_on, worse_on, verdict):
+    """r16 right on `better_on` examples r8 missed, wrong on `worse_on` it got: 5 points is a gain (holds); no
+    difference cannot be worth 2 points (does not hold); +10/-6 (1 point ± 2) could be either (inconclusive)."""
+    r8 = np.zeros(400)
+    r8[:200] = 1
+    r16 = r8.copy()
+    r16[200 : 200 + better_on] = 1
+    r16[:worse_on] = 0
+    better_on -= worse_on
+    examples = _examples({"lora-r8": {0: r8}, "lora-r16": {0: r16}})
+    variants = _variants({"lora-r8": {"method": "lora", "r": 8, "score": 0.5},
+                          "lora-r16": {"method": "lora", "r": 16, "score": r16.mean()}})  # fmt: skip
+    quality = comparisons.QualityEvidence(comparisons.comparisons(examples, variants), (), "60 steps", ())
+    runs = variants.assign(losses=[[], []], forgetting_delta=None)
+    result = claims.rank_quality(runs, variants, {"min_gain_points": 2, "_quality": quality})
+    assert result["verdict"] == verdict, result
+    assert f"r8 -> r16: {100 * better_on / 400:+.1f}" in result["measured"]

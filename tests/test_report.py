@@ -88,7 +88,7 @@ def test_report_has_every_section_claim_and_plot(results, tmp_path):
     assert (tested["verdict"] != claims.UNTESTABLE).all(), tested
     # but a smoke sweep on a CPU decides no measured claim: each waits, saying what is missing
     measured = by_id.loc[["gap-lora", "gap-qlora", "pct-95", "rank-linear", "speed-order", "nf4-stable",
-                          "merge-latency"]]  # fmt: skip
+                          "merge-latency", "rank-start-8"]]  # fmt: skip
     assert (measured["verdict"] == claims.INCONCLUSIVE).all(), measured[["verdict", "why"]]
     assert measured["why"].str.startswith("missing: ").all()
     assert measured["why"].str.contains("reduced profile cpu_quick").all()
