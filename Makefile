@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # No CUDA GPU: the sweep uses the cpu_quick profile (conf/profile/cpu_quick.yaml), stated in the report.
 PROFILE = $(shell $(PY) -c "import torch; print('full' if torch.cuda.is_available() else 'cpu_quick')")
 
-.PHONY: help setup sweep compare report test lint
+.PHONY: help setup sweep evidence compare report test lint
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -28,6 +28,11 @@ setup: $(STAMP)  ## create .venv with everything installed
 
 sweep: $(STAMP)  ## the trade-off sweep (10 jobs) on SmolLM2-135M, built-in task; writes reports/.../tradeoff/report.{md,html}
 	$(PY) -m harness +sweeps=tradeoff $(if $(filter cpu_quick,$(PROFILE)),profile=cpu_quick) $(ARGS)
+
+evidence: $(STAMP)  ## the quality evidence set on the CPU (hours; resumes): 10 methods at seed 0, then seeds 1-2 of the key four
+	$(PY) -m harness +sweeps=evidence hydra/launcher=forked $(ARGS)
+	$(PY) -m harness +sweeps=evidence hydra/launcher=forked hydra.sweeper.params.method=full,lora,qlora,qlora_fp4 train.seed=1,2 $(ARGS)
+	$(PY) -m harness report --published
 
 report: $(STAMP)  ## regenerate a report from records: make report RESULTS=results/smollm2-135m/extraction
 	$(PY) -m harness report $(RESULTS) $(ARGS)
