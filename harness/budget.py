@@ -158,10 +158,9 @@ def _paired_quality_costs(records: list[dict], runs: pd.DataFrame) -> tuple[dict
     if len(gaps) == 1:
         return None
     n = int(below["n"].max())
-    improving = f"; still improving at the end: {', '.join(quality.still_improving)}" if quality.still_improving else ""
     return gaps, (
         f"points of exact match below full FT, paired over the same {n} test examples, ± its 95 % interval; "
-        f"at {quality.budget}{improving} ({'; '.join(used)})"
+        f"{quality.budget_text(list(variants['label']))} ({'; '.join(used)})"
     )
 
 

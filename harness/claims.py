@@ -229,12 +229,7 @@ def _paired_score_gap(runs: pd.DataFrame, f: pd.Series, others: pd.DataFrame, ma
             f"more test examples or seeds: the 95 % intervals ({', '.join(wide)}) are wider than the claim's "
             f"{max_gap:g} % band"
         )
-    improving = [label for label in [f["label"], *others["label"]] if label in quality.still_improving]
-    budget = f"at {quality.budget}"
-    if improving:
-        budget += f"; still improving at the end: {', '.join(improving)}, so more training could move these gaps"
-    else:
-        budget += "; every compared method's validation loss had levelled off (last interval under 1 %)"
+    budget = quality.budget_text([f["label"], *others["label"]])
     return _decide(
         "relative gap below full FT, paired over the same test examples: " + "; ".join(parts),
         _combine(verdicts),
@@ -544,16 +539,12 @@ def rank_quality(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> di
         verdict = FAILS  # no step above 8 can be worth the bump
     else:
         verdict = INCONCLUSIVE
-    if quality is not None and quality.still_improving:
-        missing_note = f" Still improving at the end: {', '.join(quality.still_improving)}."
-    else:
-        missing_note = ""
     return _decide(
         "paired exact-match gain of each rank over the next lower: " + "; ".join(parts),
         verdict,
         f"holds where a rank above 8 beats the next lower one (95 % interval above 0); does not hold where no step "
         f"above r=8 can gain {worth:g} points (every interval's upper end below it); "
-        f"at {quality.budget if quality is not None else 'an unknown budget'}.{missing_note}",
+        f"{quality.budget_text(list(lora['label'])) if quality is not None else 'at an unknown budget'}.",
         missing,
     )
 

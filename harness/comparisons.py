@@ -176,6 +176,24 @@ class QualityEvidence:
     missing: tuple[str, ...]
     budget: str
     still_improving: tuple[str, ...]
+    # the labels whose records have a learning curve: of the others, whether they had stopped is not known
+    with_curve: tuple[str, ...] = ()
+
+    def budget_text(self, labels: list[str]) -> str:
+        """At what budget a comparison of `labels` holds, and whether it could still move."""
+        text = f"at {self.budget}"
+        improving = [label for label in labels if label in self.still_improving]
+        unknown = [label for label in labels if label not in self.with_curve]
+        if improving:
+            text += f"; still improving at the end: {', '.join(improving)}, so more training could move these gaps"
+        if unknown:
+            text += f"; no learning curve for {', '.join(unknown)}, so whether they had stopped improving is not known"
+        if not improving and not unknown:
+            text += (
+                "; every compared method's validation loss had levelled off "
+                f"(last interval under {STILL_IMPROVING_PCT:g} %)"
+            )
+        return text
 
 
 def quality_evidence(records: list[dict], variants: pd.DataFrame) -> QualityEvidence:
@@ -183,5 +201,14 @@ def quality_evidence(records: list[dict], variants: pd.DataFrame) -> QualityEvid
 
     examples, missing = examples_frame(records)
     table = comparisons(examples, variants) if not variants.empty else pd.DataFrame()
+    from harness.frames import learning_curves
+
     labels = list(variants["label"]) if not variants.empty else []
-    return QualityEvidence(table, tuple(missing), training_budget(records), tuple(still_improving(records, labels)))
+    curves = learning_curves(records)
+    return QualityEvidence(
+        table,
+        tuple(missing),
+        training_budget(records),
+        tuple(still_improving(records, labels)),
+        tuple(sorted(set(curves["label"]))) if not curves.empty else (),
+    )

@@ -150,7 +150,9 @@ def test_a_gap_too_small_for_unpaired_errors_is_decided_paired():
     examples = _examples({"full": {0: full}, "lora-r16": {0: lora}})
     variants = _variants({"full": {"method": "full", "score": 0.80, "field_acc": 0.9},
                           "lora-r16": {"method": "lora", "score": 0.79, "field_acc": 0.895}})  # fmt: skip
-    quality = comparisons.QualityEvidence(comparisons.comparisons(examples, variants), (), "60 steps", ())
+    quality = comparisons.QualityEvidence(
+        comparisons.comparisons(examples, variants), (), "60 steps", (), ("full", "lora-r16")
+    )
     runs = variants.assign(losses=[[], []], forgetting_delta=None)
     unpaired = claims.score_gap(runs, variants, {"method": "lora", "max_gap_pct": 5})
     assert unpaired["verdict"] == claims.INCONCLUSIVE and "not paired" in unpaired["why"]
@@ -162,6 +164,10 @@ def test_a_gap_too_small_for_unpaired_errors_is_decided_paired():
     improving = dataclasses.replace(quality, still_improving=("lora-r16",))
     result = claims.score_gap(runs, variants, {"method": "lora", "max_gap_pct": 5, "_quality": improving})
     assert "still improving at the end: lora-r16" in result["why"]
+    # records without a learning curve: the claim says it does not know
+    unknown = dataclasses.replace(quality, with_curve=())
+    result = claims.score_gap(runs, variants, {"method": "lora", "max_gap_pct": 5, "_quality": unknown})
+    assert "no learning curve for full, lora-r16" in result["why"] and "levelled off" not in result["why"]
 
 
 def test_a_large_paired_gap_does_not_hold_and_examples_of_other_prompts_are_not_paired():
