@@ -45,6 +45,12 @@ def test_every_job_of_every_sweep_composes_and_checks(sweep):
             "full", "lora-r4", "lora-r8", "lora-r16", "lora-r32", "lora-r64",
             "qlora-nf4-r16", "qlora-nf4-dq-r16", "qlora-fp4-r16", "qlora-fp4-dq-r16",
         ]  # fmt: skip
+    if sweep == "evidence":
+        # the methods most claims compare first (an interrupted sweep has decided the most it can), fp32 pinned,
+        # its records where the published report reads them
+        assert labels[:4] == ["full", "lora-r16", "qlora-nf4-r16", "qlora-fp4-r16"] and len(labels) == 10
+        assert run_cfg.train.precision == "fp32" and run_cfg.profile_name == "full"
+        assert run_cfg.results_dir == "results/published/cpu-evidence/smollm2-135m-extraction"
 
 
 def _sweep_cmd(tmp_path: Path, methods: str, *extra: str) -> list[str]:
