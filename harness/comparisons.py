@@ -178,6 +178,8 @@ class QualityEvidence:
     still_improving: tuple[str, ...]
     # the labels whose records have a learning curve: of the others, whether they had stopped is not known
     with_curve: tuple[str, ...] = ()
+    # the labels with per-example results
+    scored: tuple[str, ...] = ()
 
     def budget_text(self, labels: list[str]) -> str:
         """At what budget a comparison of `labels` holds, and whether it could still move."""
@@ -211,4 +213,5 @@ def quality_evidence(records: list[dict], variants: pd.DataFrame) -> QualityEvid
         training_budget(records),
         tuple(still_improving(records, labels)),
         tuple(sorted(set(curves["label"]))) if not curves.empty else (),
+        tuple(dict.fromkeys(examples["label"])),
     )

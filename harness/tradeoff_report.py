@@ -204,9 +204,15 @@ def _paired_section(quality: QualityEvidence) -> tuple[pd.DataFrame | None, str]
             "file is gone): those runs are in no comparison here."
         )
     if quality.table.empty:
+        if quality.scored:
+            why = f"only {', '.join(quality.scored)} has them so far"
+        elif quality.missing:
+            why = "none of these records has them"
+        else:
+            why = "nothing was scored: a sweep with eval.enabled=false scores nothing"
         return None, (
             "No two methods here have per-example results on the same test examples, so no gap is computed "
-            f"example by example (a sweep with eval.enabled=false scores nothing).{missing}"
+            f"example by example ({why}).{missing}"
         )
     note = (
         "Each gap is a - b on the same test examples (and the same training seeds, where both ran several): "
