@@ -80,6 +80,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 ),
                 "base_eval_s": m.get("base_eval_seconds"),
                 "build_s": m.get("build_seconds"),  # building the base model; older records: None
+                "curve_s": m.get("validation_curve_seconds"),  # the learning curve's passes; older records: None
                 "mfu": m.get("mfu"),
                 "eval_loss": m.get("eval_loss"),
                 "score": score.get("exact_match"),
@@ -128,6 +129,7 @@ def time_table(runs: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
     train, evaluation, base = (rows[c].fillna(0) for c in ("train_s", "eval_s", "base_eval_s"))
     probes = rows["probe_s"] if "probe_s" in rows else pd.Series(None, index=rows.index, dtype=float)
     build = rows["build_s"] if "build_s" in rows else pd.Series(None, index=rows.index, dtype=float)
+    curve = rows["curve_s"] if "curve_s" in rows else pd.Series(None, index=rows.index, dtype=float)
     table = pd.DataFrame(
         {
             "method": rows["label"],
@@ -141,12 +143,16 @@ def time_table(runs: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
             # validation loss and the test set's generation; older records count their probes in here too
             "scoring s": (evaluation - probes.fillna(0)).round(1),
             "latency and forgetting probes s": probes.astype(float).round(1),
-            "data, loading, saving s": (rows["total_s"] - train - evaluation - base - build.fillna(0)).round(1),
+            "learning curve s": curve.astype(float).round(1),
+            "data, loading, saving s": (
+                rows["total_s"] - train - evaluation - base - build.fillna(0) - curve.fillna(0)
+            ).round(1),
             "training share %": (100 * rows["train_s"] / rows["process_s"]).round(1),
         }
     )
-    if table["model build s"].isna().all():  # records from before the build was timed: no column of blanks
-        table = table.drop(columns="model build s")
+    for column in ("model build s", "learning curve s"):  # records from before it was timed: no column of blanks
+        if table[column].isna().all():
+            table = table.drop(columns=column)
     share = 100 * rows["train_s"].sum() / rows["process_s"].sum()
     note = (
         f"Training took {share:.1f} % of the jobs' process time ({rows['train_s'].sum():.0f} of "
