@@ -181,6 +181,8 @@ def score_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
     others = variants[variants["method"].isin(methods)]
     if full.empty or others.empty:
         return _result("-", UNTESTABLE, f"needs a full-FT run and a {'/'.join(methods)} run on the same data")
+    if pd.isna(full.iloc[0].get("score")):
+        return _result("-", UNTESTABLE, "needs scored runs (these were trained with eval.enabled=false)")
     quality = params.get("_quality")
     if quality is not None and not quality.table.empty:
         return _paired_score_gap(runs, full.iloc[0], others, float(params["max_gap_pct"]), quality)
@@ -246,14 +248,15 @@ def _unpaired_score_gap(runs: pd.DataFrame, f: pd.Series, others: pd.DataFrame, 
     metric = "score"
     if f["score"] <= 0 and f.get("field_acc", 0) > 0:
         metric = "field_acc"  # no exact match at all (e.g. a few steps): compare per-field accuracy instead
-    no_examples = "per-example results (these records have none), so the error is not paired"
+    no_examples = (
+        " The records have no per-example results, so the error is not paired: each method's own error, "
+        "combined as if they had been scored on different examples (wider than the paired one)."
+    )
     if f[metric] <= 0:
-        missing = [
-            *_evidence_gaps(runs, gpu=False),
-            "a full-FT score above 0 (training too short to compare)",
-            no_examples,
-        ]
-        return _decide(f"full FT score {f['score']:.3f}", INCONCLUSIVE, "no baseline to compare with", missing)
+        missing = [*_evidence_gaps(runs, gpu=False), "a full-FT score above 0 (training too short to compare)"]
+        return _decide(
+            f"full FT score {f['score']:.3f}", INCONCLUSIVE, "no baseline to compare with." + no_examples, missing
+        )
     parts, verdicts, wide = [], [], []
     for _, o in others.iterrows():
         gap = (f[metric] - o[metric]) / f[metric] * 100
@@ -263,7 +266,7 @@ def _unpaired_score_gap(runs: pd.DataFrame, f: pd.Series, others: pd.DataFrame, 
             wide.append(f"{o['label']} ±{2 * se:.0f} %")
         verdicts.append(_gap_verdict(gap, 2 * se, max_gap))
     verdict = verdicts[0] if len(set(verdicts)) == 1 else PARTLY if HOLDS in verdicts else INCONCLUSIVE
-    missing = [*_evidence_gaps(runs, gpu=False), no_examples]
+    missing = _evidence_gaps(runs, gpu=False)
     if wide:
         missing.append(
             f"more test examples or seeds: two standard errors of the gap ({', '.join(wide)}) are wider than the "
@@ -277,7 +280,8 @@ def _unpaired_score_gap(runs: pd.DataFrame, f: pd.Series, others: pd.DataFrame, 
         verdict,
         f"holds where the gap plus two standard errors is at most {max_gap:g} %; does not hold where the gap less "
         f"two standard errors exceeds it (±2 SE shown, unpaired; test set of {int(f['n_test'])} examples"
-        f"{', spread over seeds' if f.get('n_seeds', 1) > 1 else ''}). A negative gap: better than full FT.",
+        f"{', spread over seeds' if f.get('n_seeds', 1) > 1 else ''}). A negative gap: better than full FT."
+        + no_examples,
         missing,
     )
 

@@ -75,7 +75,7 @@ def decision_table(records: list[dict], variants: pd.DataFrame, calibration: Cal
                 row[f"{size} GB"] = "yes"
         row["tokens/s"] = round(float(v["tokens_per_s"]), 1) if v.get("tokens_per_s") else None
         se = variant_se(v)
-        row["exact match ± 2 SE"] = f"{v['score']:.3f} ± {2 * se:.3f}"
+        row["exact match ± 2 SE"] = "not scored" if pd.isna(v.get("score")) else f"{v['score']:.3f} ± {2 * se:.3f}"
         rows.append(row)
     where = f"on {gpu_name}" if device == "cuda" else "on a CPU (tokens/s is the CPU's; GPU peaks predicted)"
     note = (

@@ -185,6 +185,8 @@ def score_se(score: float, n_test: int, n_seeds: int = 1, std: float | None = No
 def variant_se(row: pd.Series, metric: str = "score") -> float:
     """score_se of a variant row (variants_frame): across seeds for exact match where there are several, else
     binomial over the test examples (for field accuracy too: fields of one example are not independent draws)."""
+    if row.get(metric) is None or pd.isna(row.get(metric)):
+        return float("nan")  # not scored (eval.enabled=false)
     seeds = int(row.get("n_seeds", 1)) if metric == "score" else 1
     return score_se(float(row[metric]), int(row.get("n_test") or 0), seeds, row.get("score_std"))
 

@@ -72,7 +72,9 @@ def make_plots(runs: pd.DataFrame, variants: pd.DataFrame, out_dir: Path) -> dic
         fig, ax = plt.subplots(figsize=(7, 4.8))
         pts = list(zip(variants["peak_mem_mib"].astype(float), variants["score"].astype(float), strict=True))
         errors = [2 * variant_se(v) for _, v in variants.iterrows()]
-        ax.errorbar(variants["peak_mem_mib"], variants["score"], yerr=errors, fmt="o", capsize=3, label="± 2 SE")
+        # not scored (eval.enabled=false): no point, the pareto plot stays empty rather than failing
+        ax.errorbar(variants["peak_mem_mib"].astype(float), variants["score"].astype(float), yerr=errors, fmt="o",
+                    capsize=3, label="± 2 SE")  # fmt: skip
         # labels stacked where points crowd, so none prints over another
         order = sorted(range(len(pts)), key=lambda i: (pts[i][1], pts[i][0]))
         for rank, i in enumerate(order):

@@ -303,6 +303,8 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
     records, left_out = split_by_conditions(records)
     runs = runs_frame(records)
     variants = variants_frame(runs)
+    if not variants.empty:  # records trained with eval.enabled=false have no score: NaN ("nan" in the tables)
+        variants = variants.assign(**{c: pd.to_numeric(variants[c], errors="coerce") for c in ("score", "field_acc")})
     calibration = calibrate(all_records)  # scale-sweep GPU records, if the folder has any
     quality = quality_evidence(records, variants)
     claims = check_claims(runs[runs["status"] == "ok"], variants, all_records, calibration, quality)

@@ -1,6 +1,7 @@
 """The real run flow on a tiny random model: every method trains a few steps and writes a full record."""
 
 import json
+import mmap
 from pathlib import Path
 
 import pytest
@@ -320,9 +321,12 @@ def test_the_cpu_peak_is_the_kernels_high_water_mark_which_no_sampling_misses():
     sampler = MemorySampler(device="cpu", interval_s=3600, background=False)
     sampler.reset()
     before = sampler.sample()["rss_mib"]
-    transient = bytearray(300 * 2**20)
-    transient[::4096] = b"x" * len(transient[::4096])  # touch every page
-    del transient
+    # a fresh anonymous mapping, so the pages are new to the process whatever earlier tests left resident in the
+    # heap (a bytearray can reuse freed, still-resident heap pages and never raise the high-water mark)
+    transient = mmap.mmap(-1, 300 * 2**20)
+    for offset in range(0, len(transient), 4096):  # touch every page
+        transient[offset] = 1
+    transient.close()
     assert sampler.sample()["rss_mib"] < before + 100  # freed before any sample saw it
     peaks = sampler.peaks()
     assert peaks["peak_rss_source"] == "kernel high-water mark"
