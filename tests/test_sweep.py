@@ -245,7 +245,7 @@ def test_a_sweep_killed_mid_job_resumes_with_only_what_is_missing(tmp_path, cach
     records = [json.loads(p.read_text()) for p in results.glob("*.json")]
     assert len(records) == 1 and records[0]["run"]["method_label"] == "lora-r4", left
     assert not [n for n in left if n.endswith(".tmp")], left
-    first = results / Path(left[0]).name
+    first = results / next(n for n in left if n.endswith(".json"))  # its per-example files sort before it
     first_started = records[0]["run"]["started_at"]
 
     rerun = subprocess.run(cmd, cwd=ROOT, env=_env(cache_dir), capture_output=True, text=True, timeout=900)
