@@ -31,7 +31,7 @@ sweep: $(STAMP)  ## the trade-off sweep (10 jobs) on SmolLM2-135M, built-in task
 
 evidence: $(STAMP)  ## the quality evidence set on the CPU (hours; resumes): 10 methods at seed 0, then seeds 1-2 of the key four
 	$(PY) -m harness +sweeps=evidence hydra/launcher=forked $(ARGS)
-	$(PY) -m harness +sweeps=evidence hydra/launcher=forked hydra.sweeper.params.method=full,lora,qlora,qlora_fp4 train.seed=1,2 $(ARGS)
+	$(PY) -m harness +sweeps=evidence hydra/launcher=forked method=full,lora,qlora,qlora_fp4 train.seed=1,2 $(ARGS)
 	$(PY) -m harness report --published
 
 report: $(STAMP)  ## regenerate a report from records: make report RESULTS=results/smollm2-135m/extraction

@@ -156,11 +156,9 @@ def curve_table(records: list[dict]) -> tuple[pd.DataFrame | None, str]:
     return pd.DataFrame(rows), note
 
 
-def still_improving(records: list[dict], labels: list[str]) -> list[str]:
-    """Of `labels`, those whose validation loss was still falling at the end (see curve_table)."""
-    from harness.frames import learning_curves
-
-    curves = learning_curves(records)
+def still_improving(curves: pd.DataFrame, labels: list[str]) -> list[str]:
+    """Of `labels`, those whose validation loss was still falling at the end (see curve_table); `curves` is
+    frames.learning_curves of the records."""
     if curves.empty:
         return []
     means = curves.groupby("label")["last_drop_pct"].mean()
@@ -199,19 +197,18 @@ class QualityEvidence:
 
 
 def quality_evidence(records: list[dict], variants: pd.DataFrame) -> QualityEvidence:
-    from harness.frames import examples_frame
+    """The paired comparisons and training budget of `records`, each file read once."""
+    from harness.frames import examples_frame, learning_curves
 
     examples, missing = examples_frame(records)
     table = comparisons(examples, variants) if not variants.empty else pd.DataFrame()
-    from harness.frames import learning_curves
-
     labels = list(variants["label"]) if not variants.empty else []
     curves = learning_curves(records)
     return QualityEvidence(
         table,
         tuple(missing),
         training_budget(records),
-        tuple(still_improving(records, labels)),
+        tuple(still_improving(curves, labels)),
         tuple(sorted(set(curves["label"]))) if not curves.empty else (),
         tuple(dict.fromkeys(examples["label"])),
     )

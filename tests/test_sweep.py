@@ -414,3 +414,31 @@ def test_forked_jobs_record_what_per_process_jobs_record(tmp_path, cache_dir):
         start = {k: r["metrics"]["startup_seconds"] for k, r in (("forked", forked), ("per_process", per_process))}
         assert start["forked"]["interpreter_and_launcher"] < 0.1
         assert start["forked"]["library_imports"] < start["per_process"]["library_imports"] / 2, start
+
+
+def _makefile_sweeps() -> list[list[str]]:
+    """The overrides of every `python -m harness` sweep line of the Makefile (not `report`): a make `$(if ..,X)`
+    taken as X (the CPU branch), other make variables dropped."""
+    lines = []
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if "-m harness" not in line or "-m harness report" in line:
+            continue
+        text = re.sub(r"\$\([A-Z]+\)", "", line.split("-m harness", 1)[1])
+        words = re.sub(r"\$\(if \$\([^)]*\),([^)]*)\)", r"\1", text).split()
+        lines.append([w for w in words if w not in ("--multirun", "-m")])
+    return lines
+
+
+@pytest.mark.parametrize("overrides", _makefile_sweeps(), ids=" ".join)
+def test_every_makefile_sweep_line_is_one_hydra_accepts_and_its_jobs_check(overrides):
+    # Hydra refuses a sweep over its own keys ("Sweeping over Hydra's configuration is not supported"):
+    # `hydra.sweeper.params.method=a,b` failed so, after the sweep started; `method=a,b` overrides the file's grid
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    sweeps = [o for o in parsed if o.is_sweep_override()]
+    assert not [o.key_or_group for o in sweeps if o.key_or_group.startswith("hydra.")]
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    axes = [[f"{o.key_or_group}={v}" for v in o.sweep_string_iterator()] for o in sweeps]
+    for job in itertools.product(*axes):
+        load_run_config(compose_config([*fixed, *job]))
