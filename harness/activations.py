@@ -27,6 +27,10 @@ Setting = Any
 
 log = logging.getLogger(__name__)
 
+# Part of the disk cache's key: raised whenever the count itself changes (2: QLoRA counted on its own fp32 layout),
+# so counts kept by an earlier version are not read back.
+COUNT_VERSION = 2
+
 _ACTIVATION_CACHE: dict[tuple, tuple[ActivationCount, ActivationCount, ActivationCount]] = {}
 
 
@@ -52,6 +56,50 @@ def meta_model(architecture: dict[str, Any], dtype: torch.dtype = torch.bfloat16
         return AutoModelForCausalLM.from_config(_config(architecture), dtype=dtype)
 
 
+class _FourBitMatmul(torch.autograd.Function):
+    """What bitsandbytes' MatMul4Bit keeps for backward with a frozen 4-bit weight: the weight only, held by the
+    function's context and not through save_for_backward (the input is not saved), so saved-tensor hooks see
+    nothing of it (bitsandbytes 0.50, autograd/_functions.py)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.weight = weight
+        return torch.nn.functional.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad @ ctx.weight.to(grad.dtype), None, None
+
+
+class FourBitLinear(torch.nn.Linear):
+    """A stand-in for bitsandbytes' Linear4bit in the fake-tensor count: its input cast to the compute dtype,
+    the product in it, the output cast back to the input's dtype (what Linear4bit.forward does), and nothing of
+    the input saved. Its weight is the dequantised one (bf16); being a Linear, peft wraps it as it wraps any."""
+
+    compute_dtype = torch.bfloat16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _FourBitMatmul.apply(x.to(self.compute_dtype), self.weight, self.bias).to(x.dtype)
+
+
+def as_qlora_base(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` (bf16, on the meta device) laid out as a QLoRA run trains it: peft's own
+    prepare_model_for_kbit_training casts every parameter that is not 4-bit (embeddings, norms, the head) to
+    fp32, and every linear layer but the output head (what transformers quantises) is a 4-bit stand-in.
+
+    Why it matters: with fp32 norms and embeddings, the residual stream and every 4-bit layer's output are fp32
+    (Linear4bit casts back to its input's dtype), so a QLoRA layer saves fp32 tensors where LoRA's bf16 base
+    saves bf16 ones, and autocast saves a bf16 copy of the fp32 head."""
+    from peft import prepare_model_for_kbit_training
+
+    prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # no Params4bit yet: all to fp32
+    for name, module in model.named_modules():
+        if type(module) is torch.nn.Linear and not name.endswith("lm_head"):
+            module.__class__ = FourBitLinear
+            module.weight.data = module.weight.data.to(FourBitLinear.compute_dtype)  # dequantised, frozen
+    return model
+
+
 @dataclass
 class ActivationCount:
     per_layer: float  # bytes saved for backward by one decoder layer
@@ -67,8 +115,9 @@ def count_saved_activations(
     """Bytes autograd saves for backward on one forward at (batch, seq_len), counted on fake tensors.
 
     The model is built and run under torch's FakeTensorMode: real shapes, dtypes and autograd graph, no storage.
-    LoRA and QLoRA are counted on a LoRA model with a bf16 base (a 4-bit layer saves the same input for its
-    backward; bitsandbytes dequantises one weight at a time, a transient the calibration absorbs). Not counted:
+    LoRA is counted on a bf16 base, QLoRA on its own layout (as_qlora_base: fp32 non-linear parameters, 4-bit
+    layers that save nothing of their input; bitsandbytes dequantises one weight at a time, a transient the
+    calibration absorbs). Checked against a real forward of each (tests/test_memory_model.py). Not counted:
     the (batch, 1, seq, seq) causal mask that tracing makes transformers build; on a GPU, SDPA runs causal
     without one.
     """
@@ -82,6 +131,9 @@ def count_saved_activations(
     two_layers = {**architecture, "num_hidden_layers": min(max_layers, depth) if max_layers else depth}
     fp32 = setting.method == "full" and setting.weights_dtype != "bf16"
     model = meta_model(two_layers, dtype=torch.float32 if fp32 else torch.bfloat16)
+    if setting.method == "qlora":
+        with torch.device("meta"):
+            model = as_qlora_base(model)
     if setting.method != "full":
         from peft import LoraConfig, get_peft_model
 
@@ -104,6 +156,7 @@ def count_saved_activations(
         params = {id(p) for p in model.parameters()}
         layers = _decoder_layers(model)
         current: list[int | None] = [None]
+        layer_input_bytes: list[int] = []  # one element of a layer's input: 2 (bf16 stream) or 4 (QLoRA's fp32)
         saved: dict[int | None, dict[int, int]] = {}
         keep: list[torch.Tensor] = []
         mask_shape = (setting.batch, 1, setting.seq_len, setting.seq_len)
@@ -117,8 +170,10 @@ def count_saved_activations(
             return t
 
         def enter(index: int):
-            def hook(module, args):
+            def hook(module, args, kwargs):
                 current[0] = index
+                hidden = args[0] if args else kwargs["hidden_states"]
+                layer_input_bytes.append(hidden.element_size())
 
             return hook
 
@@ -127,7 +182,7 @@ def count_saved_activations(
 
         handles = []
         for i, layer in enumerate(layers):
-            handles.append(layer.register_forward_pre_hook(enter(i)))
+            handles.append(layer.register_forward_pre_hook(enter(i), with_kwargs=True))
             handles.append(layer.register_forward_hook(leave))
         ids = torch.zeros(setting.batch, setting.seq_len, dtype=torch.long)
         try:
@@ -145,7 +200,7 @@ def count_saved_activations(
     return ActivationCount(
         per_layer=float(max(per_layer)) if per_layer else 0.0,
         outside_layers=float(sum(saved.get(None, {}).values())),
-        layer_input=float(setting.batch * setting.seq_len * hidden * 2),
+        layer_input=float(setting.batch * setting.seq_len * hidden * max(layer_input_bytes, default=2)),
         largest_transient=float(logits_fp32),
     )
 
@@ -179,6 +234,7 @@ def _counts_file(architecture: dict[str, Any], base: Setting) -> Path:
         [
             _frozen(architecture),
             dataclasses.asdict(base),
+            COUNT_VERSION,
             torch.__version__,
             transformers.__version__,
             peft.__version__,
@@ -230,10 +286,10 @@ def cached_activations(architecture: dict[str, Any], setting: Setting) -> Activa
     tables). Counts at (1, 128), (1, 256) and (2, 128) give all three, so any (batch, seq_len) is exact and the
     budget command stays fast.
     """
-    # activations do not depend on the optimizer, checkpointing or quantisation
+    # activations do not depend on the optimizer, checkpointing or the 4-bit format (nf4 or fp4, double
+    # quantisation or not), but QLoRA's fp32 layout saves more than LoRA's bf16 base
     base = dataclasses.replace(
         setting,
-        method="full" if setting.method == "full" else "lora",
         weights_dtype=setting.weights_dtype if setting.method == "full" else "fp32",
         optim="adamw_torch",
         gradient_checkpointing=False,
