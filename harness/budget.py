@@ -57,12 +57,16 @@ def architecture_of(model: str) -> tuple[str, dict]:
 
 
 def target_modules(model: str, text: str) -> tuple[str, ...]:
-    """--target-modules as a tuple, each a linear layer of the model's decoder layers."""
+    """--target-modules as a tuple, each a linear layer of the model's decoder layers. The default (Llama's seven
+    projections, every linear layer of a Llama) on a model without all of those names (Phi-3's fused qkv_proj and
+    gate_up_proj, GPT-2's c_attn) means every linear layer of that model: all-linear."""
     _, arch = architecture_of(model)
     names = [n.strip() for n in text.split(",") if n.strip()]
     if names == ["all-linear"]:
         return ("all-linear",)
     available = sorted({full.rsplit(".", 1)[-1] for full in mm.cached_shapes(arch).linear})
+    if tuple(names) == Setting.target_modules and not set(names) <= set(available):
+        return ("all-linear",)
     unknown = [n for n in names if n not in available]
     if not names or unknown:
         raise BudgetError(
@@ -449,7 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
         "exists in --results, else predicted by the memory model), quality cost from the sweeps, a recommendation.",
     )
     p.add_argument("--gpu-memory", required=True, help="the GPU's memory, e.g. 24GB, 80GiB, 40960MiB (GB = GiB)")
-    p.add_argument("--model", required=True, help="a model preset in conf/model/, e.g. llama-3-8b")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a preset in conf/model/ (e.g. llama-3-8b), a folder holding config.json, a config.json, or a hub id "
+        "(ORG/NAME, read with AutoConfig; offline where cached)",
+    )
     p.add_argument("--seq-len", type=int, default=1024, help="tokens per example (default 1024)")
     p.add_argument("--batch", type=int, default=4, help="examples per step on the GPU (default 4)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in backward")

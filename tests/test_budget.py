@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -144,7 +145,7 @@ def test_budget_impossible_budget_says_no_single_gpu_setting(tmp_path, capsys) -
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--gpu-memory", "24GB", "--model", "llama-9000"], "unknown; known models:"),
+        (["--gpu-memory", "24GB", "--model", "llama-9000"], "no preset, file or folder of that name; give a preset"),
         (["--gpu-memory", "24XB", "--model", "llama-3-8b"], "unknown unit"),
         (["--gpu-memory", "0GB", "--model", "llama-3-8b"], "must be more than 0"),
         (["--gpu-memory", "24GB", "--model", "llama-3-8b", "--seq-len", "0"], "--seq-len 0"),
@@ -454,3 +455,121 @@ def test_budget_quality_cost_is_paired_over_the_same_examples_where_records_have
     # the paired error of 8 discordant examples in 400: sd of the differences sqrt(0.02 - 0.0004) / sqrt(400) = 0.7 %
     assert "LoRA also fits and costs +2.0 ± 1.4 points" in out.stdout
     assert "paired over the same 400 test examples" in out.stdout and "at 60 steps x 4 examples" in out.stdout
+
+
+# Published config.json fields of four families (their model cards' config files) and the parameter counts their
+# checkpoints state (safetensors metadata on the hub): fused projections (Phi-3), biases on q/k/v (Qwen2), an
+# explicit head_dim and tied embeddings (Gemma 2), untied embeddings (Mistral, Qwen2, Phi-3).
+FAMILY_CONFIGS = {
+    "mistral-7b": (7_241_732_096, dict(
+        model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, vocab_size=32000, max_position_embeddings=32768, rms_norm_eps=1e-5,
+        rope_theta=10000.0, sliding_window=4096, tie_word_embeddings=False, hidden_act="silu",
+        architectures=["MistralForCausalLM"], torch_dtype="bfloat16",
+    )),
+    "qwen2.5-7b": (7_615_616_512, dict(
+        model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+        num_key_value_heads=4, vocab_size=152064, max_position_embeddings=131072, rms_norm_eps=1e-6,
+        rope_theta=1000000.0, tie_word_embeddings=False, hidden_act="silu", use_sliding_window=False,
+        sliding_window=131072, max_window_layers=28, architectures=["Qwen2ForCausalLM"], torch_dtype="bfloat16",
+    )),
+    "phi-3-mini": (3_821_079_552, dict(
+        model_type="phi3", hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096, original_max_position_embeddings=4096,
+        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False, hidden_act="silu", sliding_window=2047,
+        pad_token_id=32000, bos_token_id=1, eos_token_id=32000, architectures=["Phi3ForCausalLM"],
+        torch_dtype="bfloat16",
+    )),
+    "gemma-2-9b": (9_241_705_984, dict(
+        model_type="gemma2", hidden_size=3584, intermediate_size=14336, num_hidden_layers=42, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=256, vocab_size=256000, max_position_embeddings=8192, rms_norm_eps=1e-6,
+        rope_theta=10000.0, tie_word_embeddings=True, hidden_activation="gelu_pytorch_tanh",
+        query_pre_attn_scalar=256, sliding_window=4096, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
+        architectures=["Gemma2ForCausalLM"], torch_dtype="float32",
+    )),
+}  # fmt: skip
+
+
+def _write_config(folder, fields: dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(fields), encoding="utf-8")
+    return folder / "config.json"
+
+
+@pytest.mark.parametrize("family", list(FAMILY_CONFIGS))
+def test_budget_answers_for_a_config_json_of_any_family_transformers_knows(family, tmp_path, capsys) -> None:
+    from harness import memory_model as mm
+
+    params, fields = FAMILY_CONFIGS[family]
+    config = _write_config(tmp_path / family, fields)
+    for model in (str(config), str(config.parent)):  # the file, or the folder holding it
+        name, arch = budget.architecture_of(model)
+        assert name == family and "architectures" not in arch and "torch_dtype" not in arch
+        shapes = mm.cached_shapes(arch)
+        assert shapes.total_params == params  # the checkpoint's own count: fused, biased, tied or not
+        full = mm.static_bytes(shapes, Setting(method="full"))
+        assert full["weights"] + full["gradients"] + full["optimizer_states"] == 16 * params
+    out = call_budget(capsys, "--gpu-memory", "24GB", "--model", str(config), "--results", str(tmp_path / "none"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"{family}: {params / 1e9:.2f}B parameters")
+    for method in ("full", "lora-r16", "qlora-nf4-r16", "qlora-fp4-r16"):
+        assert f"| {method} " in out.stdout
+    # Phi-3 has no q_proj/k_proj/v_proj (one fused qkv_proj) nor gate_proj/up_proj: the default, every projection
+    # of a Llama, is every linear layer of this model
+    targets = "all-linear" if family == "phi-3-mini" else "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    assert f"LoRA r=16 on {targets};" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(model_type="mixtral", num_local_experts=8, num_experts_per_tok=2), "a mixture of experts"),
+        (dict(model_type="qwen2_moe", hidden_size=64, num_experts=60), "a mixture of experts (num_experts=60)"),
+        (dict(model_type="custom", auto_map={"AutoConfig": "x.Config"}), "needs the model's own code (auto_map)"),
+        (dict(model_type="no-such-family", hidden_size=64), "has no causal-LM class in transformers"),
+        (dict(model_type="vit", hidden_size=64), "has no causal-LM class in transformers"),
+        (dict(hidden_size=64), "the config has no model_type"),
+    ],
+)
+def test_budget_refuses_what_the_memory_model_cannot_count_in_one_line(fields, message, tmp_path, capsys) -> None:
+    config = _write_config(tmp_path / "m", fields)
+    out = call_budget(capsys, "--gpu-memory", "24GB", "--model", str(config), "--results", str(tmp_path))
+    assert (out.returncode, out.stdout, "Traceback" in out.stderr) == (2, "", False)
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_budget_model_paths_that_are_not_configs_are_one_clear_error(tmp_path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken.json").write_text("{not json", encoding="utf-8")
+    for model, message in [
+        (str(tmp_path / "empty"), "the folder holds no config.json"),
+        (str(tmp_path / "broken.json"), "is not a readable JSON config"),
+    ]:
+        out = call_budget(capsys, "--gpu-memory", "24GB", "--model", model, "--results", str(tmp_path))
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    # a hub id neither cached nor reachable (offline, an empty cache): one line, as a user without the hub sees it
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "budget", "--gpu-memory", "24GB", "--model", "mistralai/Mistral-7B-v0.1"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(errors) == 1 and "no config for this hub id here" in errors[0]
+
+
+def test_budget_reads_a_hub_id_from_the_local_hub_cache_offline(tmp_path) -> None:
+    """A hub id whose config.json is in the hub cache (as after any download) answers offline."""
+    rev = "0" * 40
+    repo = tmp_path / "hf" / "hub" / "models--mistralai--Mistral-7B-v0.1"
+    _write_config(repo / "snapshots" / rev, FAMILY_CONFIGS["mistral-7b"][1])
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(rev, encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "budget", "--gpu-memory", "80GB", "--model", "mistralai/Mistral-7B-v0.1",
+         "--results", str(tmp_path / "none")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("mistral-7b-v0.1: 7.24B parameters")
