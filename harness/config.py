@@ -363,6 +363,12 @@ def check(cfg: RunConfig) -> RunConfig:
             importlib.util.find_spec("flash_attn") is not None,
             "train.attn_implementation=flash_attention_2 needs the flash-attn package (pip install flash-attn)",
         )
+    unsupported = attention_unsupported(cfg.model.architecture.get("model_type"), t.attn_implementation)
+    _require(
+        unsupported is None,
+        f"train.attn_implementation={t.attn_implementation}: {unsupported} has no such attention in transformers; "
+        "set train.attn_implementation=eager",
+    )
     _require(cfg.memory.sample_interval_s > 0, f"memory.sample_interval_s={cfg.memory.sample_interval_s}: must be > 0")
     _require(cfg.device in ("auto", "cpu", "cuda"), f"device={cfg.device!r}: auto, cpu or cuda")
     for name in ("forgetting_chunks", "latency_prompts", "curve_points"):
@@ -371,6 +377,31 @@ def check(cfg: RunConfig) -> RunConfig:
     _require(cfg.eval.latency_new_tokens > 0, "eval.latency_new_tokens must be > 0")
     _require(cfg.eval.batch_size > 0, f"eval.batch_size={cfg.eval.batch_size}: must be > 0")
     return cfg
+
+
+# The class attribute by which transformers says a model supports an attention implementation.
+ATTENTION_SUPPORT = {
+    "sdpa": "_supports_sdpa",
+    "flash_attention_2": "_supports_flash_attn",
+    "flex_attention": "_supports_flex_attn",
+}
+
+
+def attention_unsupported(model_type: str | None, attn_implementation: str) -> str | None:
+    """The causal-LM class of `model_type` when it lacks `attn_implementation` (Gemma 2 has no SDPA path in
+    transformers 5), else None. Why here: transformers raises it while loading, after the job has started and
+    written a failed record; read from the class, it is a config error before anything loads."""
+    flag = ATTENTION_SUPPORT.get(attn_implementation)
+    if not model_type or flag is None:
+        return None
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    class_name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    model_class = getattr(transformers, class_name, None) if class_name else None
+    if model_class is None or getattr(model_class, flag, True):
+        return None
+    return class_name
 
 
 def curve_steps(steps: int, points: int) -> tuple[int, ...]:

@@ -192,16 +192,20 @@ def linear_layer_names(torch_model: torch.nn.Module) -> list[str]:
 
 def resolve_target_modules(torch_model: torch.nn.Module, method: MethodConfig) -> list[str] | str | None:
     """What peft adapts: the names given, or "all-linear" when asked for, or when the list is the Llama default
-    and the model (another family, e.g. GPT-2's c_attn) has none of its names. A list naming layers the model
-    lacks is a ConfigError listing the model's linear layers."""
+    (every linear layer of a Llama) and the model lacks some of its names (GPT-2's c_attn has none, Phi-3's
+    fused qkv_proj and gate_up_proj leave only o_proj and down_proj). A list naming layers the model lacks is a
+    ConfigError listing the model's linear layers."""
     if method.name == "full":
         return None
     if method.target_modules == ALL_LINEAR:
         return ALL_LINEAR
     available = linear_layer_names(torch_model)
     missing = [m for m in method.target_modules or [] if m not in available]
-    if missing == LLAMA_PROJECTIONS == list(method.target_modules):
-        log.info("none of the default target modules is in this model: adapting all its linear layers (all-linear)")
+    if missing and list(method.target_modules) == LLAMA_PROJECTIONS:
+        log.info(
+            "the default target modules %s are not all in this model (its linear layers: %s): adapting all its "
+            "linear layers (all-linear)", missing, ", ".join(available),
+        )  # fmt: skip
         return ALL_LINEAR
     if missing:
         raise ConfigError(

@@ -37,3 +37,25 @@ def test_a_layer_the_model_lacks_is_refused_naming_its_real_layers(make_config):
 def test_target_modules_is_a_list_of_names_or_all_linear(make_config, value):
     with pytest.raises(ConfigError, match="a list of linear layer names, or 'all-linear'"):
         make_config("method=lora", f"method.target_modules={value}")
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_phi3_trains_with_the_default_targets_as_all_linear(make_config, method):
+    """Phi-3 fuses q/k/v into qkv_proj and gate/up into gate_up_proj: of the default Llama names only o_proj and
+    down_proj exist, so the default adapts every linear layer (it was refused before, after loading)."""
+    record = run(make_config("model.architecture.model_type=phi3", f"method={method}", "eval.enabled=false"))
+    assert record["status"] == "ok", record["error"]
+    assert record["run"]["target_modules"] == "all-linear"
+
+
+def test_gemma2_is_refused_before_loading_with_sdpa_and_trains_with_eager(make_config):
+    """transformers has no SDPA path for Gemma 2: the run failed while loading, as a failed record; now the
+    config check says what to set, and with it LoRA and QLoRA train."""
+    with pytest.raises(ConfigError, match="Gemma2ForCausalLM has no such attention in transformers; set train.attn_"):
+        make_config("model.architecture.model_type=gemma2", "method=lora", "train.attn_implementation=sdpa")
+    for method in ("lora", "qlora"):
+        cfg = make_config("model.architecture.model_type=gemma2", f"method={method}", "eval.enabled=false",
+                          "train.attn_implementation=eager")  # fmt: skip
+        record = run(cfg)
+        assert record["status"] == "ok", record["error"]
+        assert record["run"]["attn_implementation"] == "eager"
