@@ -439,6 +439,15 @@ def cache_root() -> Path:
 
 if not OmegaConf.has_resolver("ft_harness_cache"):
     OmegaConf.register_new_resolver("ft_harness_cache", lambda: str(cache_root()))
+if not OmegaConf.has_resolver("ft_harness_model_name"):
+    OmegaConf.register_new_resolver("ft_harness_model_name", lambda hub_id, path: model_name_of(hub_id, path))
+
+
+def model_name_of(hub_id: str | None, path: str | None) -> str:
+    """The name a model without a preset goes by in records and folders (conf/model/hub.yaml): the last part of
+    its local folder or hub id, lower-cased."""
+    source = str(path or hub_id or "").rstrip("/")
+    return source.rsplit("/", 1)[-1].lower() or "model"
 
 
 def cpu_has_bf16() -> bool:
@@ -560,4 +569,19 @@ def load_run_config(cfg: DictConfig) -> RunConfig:
     except OmegaConfBaseException as e:
         raise ConfigError(f"invalid configuration: {e}") from None
     assert isinstance(run_cfg, RunConfig)
+    source = run_cfg.model.path or run_cfg.model.hub_id
+    if run_cfg.model.source == "hub" and not run_cfg.model.architecture and source:
+        run_cfg.model.architecture = architecture_of_source(source)
     return check(run_cfg)
+
+
+def architecture_of_source(source: str) -> dict[str, Any]:
+    """A hub model's architecture read from its config.json (a local folder, or a hub id: offline where cached),
+    for `model=hub` without a YAML of its own; what transformers cannot take (a model_type it lacks, a model with
+    its own code) is a ConfigError before anything loads."""
+    from harness import presets
+
+    try:
+        return presets.architecture_of_source(source, dense_only=False)[1]
+    except presets.UnknownModel as e:
+        raise ConfigError(str(e).replace("--model", "model.hub_id / model.path", 1)) from None

@@ -53,6 +53,13 @@ def architecture_of(model: str) -> tuple[str, dict]:
     if model in presets:
         cfg = presets[model]
         return cfg["name"], cfg["architecture"]
+    return architecture_of_source(model, presets)
+
+
+def architecture_of_source(model: str, presets: dict | None = None, *, dense_only: bool = True) -> tuple[str, dict]:
+    """(name, architecture) of a local folder holding config.json, a config.json, or a hub id (no preset).
+    dense_only=False lets a mixture of experts through: a run can train one, the memory model cannot count it."""
+    presets = model_presets() if presets is None else presets
     path = Path(model).expanduser()
     hub_like = model.count("/") == 1 and not model.startswith((".", "/", "~")) and not path.exists()
     if not path.exists() and not hub_like:
@@ -62,7 +69,8 @@ def architecture_of(model: str) -> tuple[str, dict]:
         )
     if path.is_dir() and not (path / "config.json").is_file():
         raise UnknownModel(f"--model {model!r}: the folder holds no config.json")
-    return _name(model, path, hub_like), architecture_from_config(_read_config(model, path, hub_like), model)
+    fields = _read_config(model, path, hub_like)
+    return _name(model, path, hub_like), architecture_from_config(fields, model, dense_only=dense_only)
 
 
 def _name(model: str, path: Path, hub_like: bool) -> str:
@@ -94,9 +102,9 @@ def _read_config(model: str, path: Path, hub_like: bool) -> dict:
         raise UnknownModel(f"--model {model!r}: no config for this hub id here ({first})") from None
 
 
-def architecture_from_config(fields: dict, model: str) -> dict:
+def architecture_from_config(fields: dict, model: str, *, dense_only: bool = True) -> dict:
     """The architecture fields of a config (what AutoConfig.for_model rebuilds it from), checked: a model_type
-    transformers knows, no code of its own, a dense decoder."""
+    transformers knows, no code of its own, and (dense_only) a dense decoder."""
     from transformers import AutoConfig
 
     model_type = fields.get("model_type")
@@ -108,7 +116,7 @@ def architecture_from_config(fields: dict, model: str) -> dict:
             "model counts only architectures transformers ships"
         )
     experts = {k: fields[k] for k in EXPERT_FIELDS if fields.get(k)}
-    if experts:
+    if experts and dense_only:
         named = ", ".join(f"{k}={v}" for k, v in experts.items())
         raise UnknownModel(
             f"--model {model!r}: a mixture of experts ({named}); the memory model counts dense decoder layers "

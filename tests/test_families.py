@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import ConfigError
+from harness.config import ConfigError, load_run_config
 from harness.train import run
+
+from .conftest import FAST, compose_config
 
 
 @pytest.mark.parametrize("family", ["gpt2", "qwen2"])
@@ -59,3 +61,34 @@ def test_gemma2_is_refused_before_loading_with_sdpa_and_trains_with_eager(make_c
         record = run(cfg)
         assert record["status"] == "ok", record["error"]
         assert record["run"]["attn_implementation"] == "eager"
+
+
+def test_model_hub_runs_a_local_folder_without_a_yaml_its_architecture_read_from_its_config(make_config, tmp_path):
+    """`model=hub model.path=DIR` (or model.hub_id=ORG/NAME): no preset written; the name comes from the folder,
+    the architecture from its config.json, checked before loading (here a Phi-3, so the attention and target
+    rules of its family apply)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from harness.models import load_tokenizer
+
+    tiny = make_config("method=lora")
+    folder = tmp_path / "My-Phi3-Tiny"
+    AutoModelForCausalLM.from_config(
+        AutoConfig.for_model(**{**tiny.model.architecture, "model_type": "phi3"})
+    ).save_pretrained(folder)
+    load_tokenizer(tiny.model, tiny.cache_dir).save_pretrained(folder)
+    overrides = [o for o in FAST if not o.startswith("model=")]
+    cfg = load_run_config(compose_config([*overrides, "model=hub", f"model.path={folder}", "method=lora",
+                                          "eval.enabled=false", f"results_dir={tmp_path / 'results'}",
+                                          f"cache_dir={tiny.cache_dir}"]))  # fmt: skip
+    assert cfg.model.name == "my-phi3-tiny" and cfg.model.architecture["model_type"] == "phi3"
+    record = run(cfg)
+    assert record["status"] == "ok", record["error"]
+    assert record["config"]["model"]["architecture"]["hidden_size"] == tiny.model.architecture["hidden_size"]
+    assert record["run"]["target_modules"] == "all-linear"
+    # what it cannot take is refused before loading, in one line
+    bad = tmp_path / "own-code"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"model_type": "x", "auto_map": {"AutoConfig": "x.C"}}', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"needs the model's own code \(auto_map\)"):
+        load_run_config(compose_config([*overrides, "model=hub", f"model.path={bad}"]))
