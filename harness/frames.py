@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,47 @@ def _steps_losses(record: dict) -> list[float]:
         return []
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [r["loss"] for r in rows if r.get("loss") is not None]
+
+
+def _has_steps_log(record: dict) -> bool:
+    name = record.get("run", {}).get("steps_log")
+    return bool(name and "_path" in record and (Path(record["_path"]).parent / name).exists())
+
+
+# What a report reads of a record beyond its config, and how to tell it is there: (what, present?).
+RECORD_PARTS: tuple[tuple[str, Callable[[dict], bool]], ...] = (
+    ("scores", lambda r: bool(r.get("metrics", {}).get("score"))),
+    ("generation latency", lambda r: bool(r.get("metrics", {}).get("inference"))),
+    ("forgetting", lambda r: bool(r.get("metrics", {}).get("forgetting"))),
+    ("steps log", _has_steps_log),
+)
+
+
+def missing_parts(records: list[dict]) -> list[str]:
+    """Per part a report reads, the ok runs whose records lack it, and the records of an older schema version:
+    what the tables show as '-' and why, so an absent figure is never read as a zero or an oversight."""
+    from harness.config import method_label
+    from harness.results import SCHEMA_VERSION
+
+    def label(r: dict) -> str:
+        m = r.get("config", {}).get("method", {})
+        name = method_label(m.get("name", "?"), m.get("r"), m.get("quant_type"), m.get("double_quant"),
+                            m.get("weights_dtype"))  # fmt: skip
+        return f"{name} (seed {r.get('config', {}).get('train', {}).get('seed', '?')})"
+
+    ok = [r for r in records if r.get("status") == "ok"]
+    lines = []
+    for part, present in RECORD_PARTS:
+        lacking = [label(r) for r in ok if not present(r)]
+        if lacking and len(lacking) < len(ok):
+            lines.append(f"no {part} in the records of {', '.join(lacking)}")
+        elif lacking:
+            lines.append(f"no {part} in any record")
+    older = sorted({int(r.get("schema_version") or 1) for r in records} - {SCHEMA_VERSION})
+    for version in older:
+        which = [label(r) for r in records if int(r.get("schema_version") or 1) == version]
+        lines.append(f"record format version {version} (this harness writes {SCHEMA_VERSION}): {', '.join(which)}")
+    return lines
 
 
 def _target_modules(record: dict) -> str:

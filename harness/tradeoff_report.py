@@ -17,7 +17,7 @@ from harness.calibration import calibrate
 from harness.claims import check_claims, load_claims
 from harness.comparisons import QualityEvidence, comparisons_table, curve_table, quality_evidence
 from harness.decision import decision_table
-from harness.frames import runs_frame, score_se, time_table, variant_se, variants_frame
+from harness.frames import missing_parts, runs_frame, score_se, time_table, variant_se, variants_frame
 from harness.memory_model import Calibrations, Setting
 from harness.plots import make_plots
 from harness.report_page import GENERATED, html_head, inline_image
@@ -312,6 +312,8 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
     cond = conditions(records)
     profile_notes = sorted({r["config"].get("profile_note") or "" for r in records} - {""})
     decision, decision_note = decision_table(records, variants, calibration)
+    missing = missing_parts(records)
+    missing_note = f" Missing ('-' in the tables): {'; '.join(missing)}." if missing else ""
     sections = [
         ("Which method fits which GPU", decision if not decision.empty else None, decision_note),
         ("Answer", None, _answer(variants)),
@@ -322,7 +324,7 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
             "Runs",
             runs_table(runs),
             "One row per run. Peak memory: NVML per process on a GPU, RSS on a CPU; "
-            "forgetting: loss on general text after minus before training.",
+            "forgetting: loss on general text after minus before training." + missing_note,
         ),
         ("Where the time went", *time_table(runs)),
         ("Trade-off matrix: measured, next to the documents", matrix_table(variants), None),

@@ -1,6 +1,7 @@
 """The report: claim checks on measured frames, report.md/report.html from real tiny-model records, HTML
 escaping of model outputs, and the page as a person sees it (headless Chromium)."""
 
+import json
 import os
 import re
 import shutil
@@ -402,3 +403,38 @@ def test_a_damaged_or_foreign_json_is_skipped_with_a_warning_naming_it(results, 
     cfg = load_run_config(compose_config([*FAST, "method=lora", f"results_dir={folder}"]))
     record_path(cfg).write_text("{")  # a crash mid-write (written atomically, it cannot: this is a copy gone bad)
     assert existing_ok_record(cfg) is None
+
+
+def test_a_report_is_written_from_records_missing_any_part_and_says_which(results, tmp_path):
+    """Records lacking scores, latency, forgetting or a steps log, or of an older format: the report is written
+    (markdown and HTML) and its Runs section names what each lacks, so a '-' is never read as a zero."""
+    mixed = tmp_path / "mixed"
+    shutil.copytree(results, mixed)
+
+    def edit(pattern: str, change) -> None:
+        path = next(p for p in mixed.glob(f"*{pattern}_*.json"))
+        record = json.loads(path.read_text())
+        change(record)
+        path.write_text(json.dumps(record))
+
+    edit("full", lambda r: r["metrics"].pop("inference"))
+    edit("lora-r4", lambda r: r["metrics"].pop("forgetting"))
+    edit("qlora-fp4-r16", lambda r: r["metrics"].pop("score"))
+    edit("lora-r16", lambda r: [r.pop("schema_version"), r["run"].pop("launcher"), r["run"].pop("precision_reason")])
+    for path in mixed.glob("*qlora-nf4-r16_*.steps.jsonl"):
+        path.unlink()
+    md_path, html_path = write_report(_records(mixed), tmp_path / "report", title="mixed records")
+    md = md_path.read_text()
+    assert html_path.stat().st_size > 1000
+    runs_section = md[md.index("## Runs") : md.index("## Where the time went")]
+    for part in (
+        "no scores in the records of qlora-fp4-r16 (seed 0)",
+        "no generation latency in the records of full (seed 0)",
+        "no forgetting in the records of lora-r4 (seed 0)",
+        "no steps log in the records of qlora-nf4-r16 (seed 0)",
+        "record format version 1 (this harness writes 2): lora-r16 (seed 0)",
+    ):
+        assert part in runs_section
+    # the complete records say nothing of the kind
+    complete = write_report(_records(results), tmp_path / "complete", title="complete")[0].read_text()
+    assert "Missing ('-' in the tables)" not in complete
