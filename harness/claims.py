@@ -384,9 +384,21 @@ def nf4_vs_fp4(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict
         )
     # -1: nf4 better (fewer spikes / less forgetting), 1: worse, 0: no measurable difference
     compare = [int(np.sign(n["spikes"] - f["spikes"]))]
+    forgetting_error = ""
     if n["forgetting"] is not None and f["forgetting"] is not None:
         diff = n["forgetting"] - f["forgetting"]
-        compare.append(0 if abs(diff) < params["forgetting_tie"] else int(np.sign(diff)))
+        by_quant = {quant: q[q["quant_type"] == quant]["forgetting_delta"].dropna() for quant in ("nf4", "fp4")}
+        if min(len(v) for v in by_quant.values()) < 2:
+            # one run each: the seed-to-seed spread of forgetting is unknown, so no difference of it is evidence
+            missing.append(
+                f"two or more seeds of nf4 and of fp4: their forgetting differs by {diff:+.4f} in one run each, "
+                "with no seed-to-seed error"
+            )
+        else:
+            se = float(np.sqrt(sum(v.var(ddof=1) / len(v) for v in by_quant.values())))
+            forgetting_error = f"; forgetting nf4 - fp4: {diff:+.4f} ± {2 * se:.4f} (2 SE over seeds)"
+            measurable = abs(diff) >= params["forgetting_tie"] and abs(diff) > 2 * se
+            compare.append(int(np.sign(diff)) if measurable else 0)
     if all(c == 0 for c in compare):
         verdict = INCONCLUSIVE
     elif all(c <= 0 for c in compare):
@@ -410,12 +422,13 @@ def nf4_vs_fp4(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict
             for _, row in rows.iterrows()
         )
     return _decide(
-        f"nf4: {describe(n)}; fp4: {describe(f)}{paired_text}",
+        f"nf4: {describe(n)}; fp4: {describe(f)}{forgetting_error}{paired_text}",
         verdict,
         f"a spike is a logged loss above {params['spike_ratio']}x the median of the {params['window']} before it; "
         "forgetting is the rise in loss on general text (not the task) from before to after training. "
         f"Holds if nf4 is better on one and no worse on the other (forgetting differences under "
-        f"{params['forgetting_tie']} count as ties); inconclusive when they tie on both.",
+        f"{params['forgetting_tie']} or within two standard errors over seeds count as ties; with one seed of "
+        "either, forgetting is not compared); inconclusive when they tie on both.",
         missing,
     )
 

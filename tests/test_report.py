@@ -237,6 +237,28 @@ def test_speed_order_and_rank_linearity_follow_the_measurements():
         assert result["verdict"] == claims.INCONCLUSIVE and "runs on a GPU" in result["why"]
 
 
+def test_nf4_stability_compares_forgetting_only_over_seeds_and_within_its_error():
+    """One run of each format says nothing of forgetting (its seed-to-seed spread is unknown): no verdict from it.
+    Over three seeds each, a gap beyond two standard errors decides; one inside them is a tie."""
+    params = {"spike_ratio": 1.5, "window": 5, "forgetting_tie": 0.005}
+    losses = [1.0] * 12  # no spikes in either
+
+    def frames(nf4: list[float], fp4: list[float]):
+        rows = [{"label": f"qlora-{quant}-r16", "method": "qlora", "r": 16, "quant_type": quant, "seed": seed,
+                 "score": 0.5, "forgetting_delta": value, "losses": losses}
+                for quant, values in (("nf4", nf4), ("fp4", fp4)) for seed, value in enumerate(values)]  # fmt: skip
+        return _variant_frames(rows)
+
+    one_each = claims.nf4_vs_fp4(*frames([0.138], [0.145]), params)
+    assert one_each["verdict"] == claims.INCONCLUSIVE and "two or more seeds of nf4 and of fp4" in one_each["why"]
+    clear = claims.nf4_vs_fp4(*frames([0.130, 0.131, 0.129], [0.150, 0.151, 0.149]), params)
+    assert clear["verdict"] == claims.HOLDS and "forgetting nf4 - fp4: -0.0200 ± 0.0016" in clear["measured"]
+    noisy = claims.nf4_vs_fp4(*frames([0.12, 0.15, 0.135], [0.13, 0.16, 0.145]), params)
+    assert noisy["verdict"] == claims.INCONCLUSIVE  # -0.010, but 2 SE 0.025 over these seeds
+    worse = claims.nf4_vs_fp4(*frames([0.150, 0.151, 0.149], [0.130, 0.131, 0.129]), params)
+    assert worse["verdict"] == claims.FAILS
+
+
 def test_loss_spikes_are_counted_against_the_running_median():
     assert claims._spikes([1.0, 0.9, 0.8, 0.8, 0.7, 2.0, 0.7, 0.6], ratio=1.5, window=5) == 1
     assert claims._spikes([1.0, 0.9, 0.8, 0.8, 0.7, 0.75, 0.7, 0.6], ratio=1.5, window=5) == 0
