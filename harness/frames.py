@@ -46,14 +46,11 @@ RECORD_PARTS: tuple[tuple[str, Callable[[dict], bool]], ...] = (
 def missing_parts(records: list[dict]) -> list[str]:
     """Per part a report reads, the ok runs whose records lack it, and the records of an older schema version:
     what the tables show as '-' and why, so an absent figure is never read as a zero or an oversight."""
-    from harness.config import method_label
     from harness.results import SCHEMA_VERSION
 
     def label(r: dict) -> str:
-        m = r.get("config", {}).get("method", {})
-        name = method_label(m.get("name", "?"), m.get("r"), m.get("quant_type"), m.get("double_quant"),
-                            m.get("weights_dtype"))  # fmt: skip
-        return f"{name} (seed {r.get('config', {}).get('train', {}).get('seed', '?')})"
+        seed = r.get("config", {}).get("train", {}).get("seed", "?")
+        return f"{r.get('run', {}).get('method_label', '?')} (seed {seed})"
 
     ok = [r for r in records if r.get("status") == "ok"]
     lines = []
