@@ -18,20 +18,19 @@ from harness.results import peak_memory
 from harness.startup import STARTUP_PARTS
 
 
-def _steps_losses(record: dict) -> list[float]:
+def _steps_log(record: dict) -> Path | None:
+    """The record's steps log beside it, where it names one that exists."""
     name = record.get("run", {}).get("steps_log")
-    if not name or "_path" not in record:
-        return []
-    path = Path(record["_path"]).parent / name
-    if not path.exists():
+    path = Path(record["_path"]).parent / name if name and "_path" in record else None
+    return path if path is not None and path.exists() else None
+
+
+def _steps_losses(record: dict) -> list[float]:
+    path = _steps_log(record)
+    if path is None:
         return []
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [r["loss"] for r in rows if r.get("loss") is not None]
-
-
-def _has_steps_log(record: dict) -> bool:
-    name = record.get("run", {}).get("steps_log")
-    return bool(name and "_path" in record and (Path(record["_path"]).parent / name).exists())
 
 
 # What a report reads of a record beyond its config, and how to tell it is there: (what, present?).
@@ -39,7 +38,7 @@ RECORD_PARTS: tuple[tuple[str, Callable[[dict], bool]], ...] = (
     ("scores", lambda r: bool(r.get("metrics", {}).get("score"))),
     ("generation latency", lambda r: bool(r.get("metrics", {}).get("inference"))),
     ("forgetting", lambda r: bool(r.get("metrics", {}).get("forgetting"))),
-    ("steps log", _has_steps_log),
+    ("steps log", lambda r: _steps_log(r) is not None),
 )
 
 
