@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # No CUDA GPU: the sweep uses the cpu_quick profile (conf/profile/cpu_quick.yaml), stated in the report.
 PROFILE = $(shell $(PY) -c "import torch; print('full' if torch.cuda.is_available() else 'cpu_quick')")
 
-.PHONY: help setup sweep evidence compare report test lint
+.PHONY: help setup sweep evidence variants compare report test lint
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -32,6 +32,10 @@ sweep: $(STAMP)  ## the trade-off sweep (10 jobs) on SmolLM2-135M, built-in task
 evidence: $(STAMP)  ## the quality evidence set on the CPU (hours; resumes): 10 methods at seed 0, then seeds 1-2 of the key four
 	$(PY) -m harness +sweeps=evidence hydra/launcher=forked $(ARGS)
 	$(PY) -m harness +sweeps=evidence hydra/launcher=forked method=full,lora,qlora,qlora_fp4 train.seed=1,2 $(ARGS)
+	$(PY) -m harness report --published
+
+variants: $(STAMP)  ## LoRA's variants (DoRA, rsLoRA, PiSSA, OLoRA, LoRA+, QDoRA) against LoRA r16 / QLoRA, 3 seeds, on the CPU (hours; resumes)
+	$(PY) -m harness +sweeps=variants hydra/launcher=forked train.seed=0,1,2 $(ARGS)
 	$(PY) -m harness report --published
 
 report: $(STAMP)  ## regenerate a report from records: make report RESULTS=results/smollm2-135m/extraction

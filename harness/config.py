@@ -71,22 +71,63 @@ class MethodConfig:
     # full FT only: fp32 (master weights, bf16 autocast) or bf16 (pure bf16 weights, gradients and AdamW states:
     # half the memory, the variant people run to fit 7-8B on one 24-48 GB card)
     weights_dtype: str | None = None
+    # LoRA's variants, as peft's LoraConfig names them (LoRA and QLoRA only; conf/method/dora.yaml and others):
+    # DoRA (a trained magnitude per output column, the weight's direction from LoRA), rsLoRA (alpha / sqrt(r)
+    # instead of alpha / r), the adapters' initialisation (default: A random, B zero; pissa / pissa_niter_<n>:
+    # the weight's top singular vectors, the base keeping the residual; olora: a QR of the weight), and LoRA+
+    # (B's learning rate this many times A's; peft.optimizers.create_loraplus_optimizer). Their defaults are
+    # plain LoRA, and records of plain LoRA keep their keys (results.LATER_FIELDS).
+    use_dora: bool = False
+    use_rslora: bool = False
+    init_lora_weights: str = "default"
+    loraplus_lr_ratio: float | None = None
+
+    @property
+    def variant(self) -> str:
+        return adapter_variant(self.use_dora, self.use_rslora, self.init_lora_weights, self.loraplus_lr_ratio)
 
     @property
     def label(self) -> str:
-        return method_label(self.name, self.r, self.quant_type, self.double_quant, self.weights_dtype)
+        return method_label(
+            self.name, self.r, self.quant_type, self.double_quant, self.weights_dtype, variant=self.variant
+        )
+
+
+INIT_LORA_WEIGHTS = ("default", "gaussian", "pissa", "olora")  # and pissa_niter_<n>: PiSSA by a fast SVD
+
+
+def adapter_variant(
+    use_dora: bool | None, use_rslora: bool | None, init_lora_weights: str | None, loraplus_lr_ratio: float | None
+) -> str:
+    """The LoRA variant a method's fields make, as one name: "" for plain LoRA, else its parts in a fixed order
+    (dora, rslora, the initialisation, loraplus): "dora", "rslora", "pissa", "pissa-niter4", "dora-rslora".
+    Plain values, not a MethodConfig, so frames and the report can apply it to a record's config."""
+    parts = ["dora"] * bool(use_dora) + ["rslora"] * bool(use_rslora)
+    init = init_lora_weights or "default"
+    if init != "default":
+        parts.append(init.replace("_niter_", "-niter"))
+    if loraplus_lr_ratio is not None:
+        parts.append("loraplus")
+    return "-".join(parts)
 
 
 def method_label(
-    name: str, r: int | None, quant_type: str | None, double_quant: bool | None, weights_dtype: str | None = None
+    name: str,
+    r: int | None,
+    quant_type: str | None,
+    double_quant: bool | None,
+    weights_dtype: str | None = None,
+    *,
+    variant: str = "",
 ) -> str:
     """The one short name of a method, in records, tables and `budget`: full, full-bf16, lora-r16, qlora-nf4-r16,
-    qlora-fp4-dq-r16."""
+    qlora-fp4-dq-r16; a LoRA variant goes by its own name (dora-r16, rslora-r16, pissa-r16, loraplus-r16) and on a
+    4-bit base with a q before it (qdora-nf4-r16)."""
     if name == "full":
         return "full-bf16" if weights_dtype == "bf16" else "full"
     if name == "lora":
-        return f"lora-r{r}"
-    return f"qlora-{quant_type or 'nf4'}{'-dq' if double_quant else ''}-r{r}"
+        return f"{variant or 'lora'}-r{r}"
+    return f"q{variant or 'lora'}-{quant_type or 'nf4'}{'-dq' if double_quant else ''}-r{r}"
 
 
 @dataclass
@@ -276,6 +317,32 @@ def check(cfg: RunConfig) -> RunConfig:
         )
     elif m.name == "lora":
         _require(m.quant_type is None, "method.quant_type is set for lora: use method=qlora for a 4-bit base")
+    if m.name == "full":
+        _require(
+            not m.variant,
+            f"method.use_dora / use_rslora / init_lora_weights / loraplus_lr_ratio make a LoRA variant "
+            f"({m.variant}), but full fine-tuning has no adapters: "
+            f"use method=lora (or method={m.variant.split('-')[0]})",
+        )
+    else:
+        init = m.init_lora_weights
+        niter = init.removeprefix("pissa_niter_")
+        _require(
+            init in INIT_LORA_WEIGHTS or (init.startswith("pissa_niter_") and niter.isdigit() and int(niter) > 0),
+            f"method.init_lora_weights={init!r}: one of {', '.join(INIT_LORA_WEIGHTS)}, or pissa_niter_<n> (n > 0)",
+        )
+        _require(
+            m.loraplus_lr_ratio is None or m.loraplus_lr_ratio >= 1,
+            f"method.loraplus_lr_ratio={m.loraplus_lr_ratio}: B's learning rate over A's, >= 1 (LoRA+ uses 16)",
+        )
+        # peft's PiSSA takes an SVD of the base weight and writes the residual back into it: it raises TypeError
+        # on a 4-bit bitsandbytes weight (peft's recipe: PiSSA on the full-precision base, then quantise the
+        # residual, which is another method than QLoRA's quantised pretrained base)
+        _require(
+            not (m.name == "qlora" and init.startswith("pissa")),
+            "method.init_lora_weights=pissa cannot start from a 4-bit base (peft's PiSSA needs the base weight in "
+            "fp32/fp16/bf16): use method=lora for PiSSA, or another initialisation for QLoRA",
+        )
 
     mo = cfg.model
     _require(mo.source in ("gguf", "hub"), f"model.source={mo.source!r}: must be gguf or hub")

@@ -256,8 +256,30 @@ def apply_method(
         target_modules=target_modules or resolve_target_modules(torch_model, method),
         bias="none",
         task_type="CAUSAL_LM",
+        # the variants (MethodConfig): peft's own fields; LoRA+ is the optimizer's (trainer.loraplus_optimizer)
+        use_dora=method.use_dora,
+        use_rslora=method.use_rslora,
+        init_lora_weights=True if method.init_lora_weights == "default" else method.init_lora_weights,
     )
     return get_peft_model(torch_model, lora)
+
+
+def adapter_description(torch_model: torch.nn.Module, method: MethodConfig) -> dict:
+    """What peft built, read back from the model's LoraConfig (the record's `run.adapter`): the variant fields as
+    peft took them, and the parameters DoRA's magnitude vectors add. Empty for full FT."""
+    config = getattr(torch_model, "peft_config", {}).get("default")
+    if config is None:
+        return {}
+    magnitude = sum(p.numel() for n, p in torch_model.named_parameters() if "lora_magnitude_vector" in n)
+    return {
+        "variant": method.variant or "lora",
+        "use_dora": bool(config.use_dora),
+        "use_rslora": bool(config.use_rslora),
+        "init_lora_weights": config.init_lora_weights,
+        "scaling": config.lora_alpha / (config.r**0.5 if config.use_rslora else config.r),
+        "loraplus_lr_ratio": method.loraplus_lr_ratio,
+        "dora_magnitude_params": magnitude,
+    }
 
 
 def parameter_counts(torch_model: torch.nn.Module) -> dict[str, int | float]:

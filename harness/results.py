@@ -70,6 +70,10 @@ LATER_FIELDS = {
     ("train", "report_to"): ("none",),
     ("method", "weights_dtype"): (None, "fp32"),
     ("eval", "curve_points"): (0,),
+    ("method", "use_dora"): (False,),
+    ("method", "use_rslora"): (False,),
+    ("method", "init_lora_weights"): ("default",),
+    ("method", "loraplus_lr_ratio"): (None,),
 }
 
 

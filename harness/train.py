@@ -38,7 +38,11 @@ from harness.config import (
 from harness.inputs import prepare_inputs
 from harness.monitor import MemorySampler, StepLogger, compile_stats, reset_compile_stats
 from harness.results import Status, new_record, record_path, write_json_atomic, write_jsonl_atomic
-from harness.trainer import SyncFreeTrainer, training_arguments  # noqa: F401 (training_arguments: tests, tools)
+from harness.trainer import (  # noqa: F401 (training_arguments: tests, tools)
+    SyncFreeTrainer,
+    loraplus_optimizer,
+    training_arguments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +234,7 @@ def run(cfg: RunConfig) -> dict:
             target_modules=record["run"]["target_modules"],
         )
         state.metrics["params"] = models.parameter_counts(torch_model)
+        record["run"]["adapter"] = models.adapter_description(torch_model, cfg.method)
         if cfg.train.packing:
             models.prepare_for_packing(torch_model)
         trainer = _train(state, torch_model)
@@ -331,15 +336,18 @@ def _train(state: _Run, torch_model: torch.nn.Module) -> Trainer:
         state.record["run"]["tracker_dir"] = tracker_dir
     # TensorBoard's callback reads its folder from the environment when Trainer builds it (transformers 5.18+)
     with _environment("TENSORBOARD_LOGGING_DIR", tracker_dir):
+        args = training_arguments(
+            cfg,
+            precision=state.precision,
+            device=state.device,
+            output_dir=str(state.work_dir / "trainer"),
+            tracker_dir=tracker_dir,
+        )
+        ratio = cfg.method.loraplus_lr_ratio
         trainer = (SyncFreeTrainer if cfg.train.sync_free_steps else Trainer)(
             model=torch_model,
-            args=training_arguments(
-                cfg,
-                precision=state.precision,
-                device=state.device,
-                output_dir=str(state.work_dir / "trainer"),
-                tracker_dir=tracker_dir,
-            ),
+            args=args,
+            optimizers=(loraplus_optimizer(torch_model, args, ratio) if ratio else None, None),
             train_dataset=state.tokenized["train"],
             # the learning curve's passes (StepLogger asks for them at validation_steps; evaluation order and
             # dropout 0 leave the training itself unchanged)

@@ -68,6 +68,20 @@ def _tracker_arguments(cfg: RunConfig, tracker_dir: str | None) -> dict:
     return arguments
 
 
+def loraplus_optimizer(model: torch.nn.Module, args: TrainingArguments, ratio: float) -> torch.optim.Optimizer:
+    """LoRA+'s optimizer: the optimizer train.optim names (as Trainer would build it, with its arguments), its
+    parameters in peft's LoRA+ groups (B and DoRA's magnitudes at `ratio` times A's learning rate). Trainer takes
+    it through `optimizers=` and builds its scheduler over it, so warm-up and decay apply to every group."""
+    from peft.optimizers import create_loraplus_optimizer
+
+    optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    kwargs = dict(kwargs)
+    lr = kwargs.pop("lr", args.learning_rate)
+    return create_loraplus_optimizer(
+        model, optimizer_cls, lr=lr, loraplus_lr_ratio=ratio, loraplus_weight_decay=args.weight_decay, **kwargs
+    )
+
+
 def training_arguments(
     cfg: RunConfig, *, precision: str, device: str, output_dir: str, tracker_dir: str | None = None
 ) -> TrainingArguments:
