@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,10 @@ Setting = Any
 
 log = logging.getLogger(__name__)
 
-# Part of the disk cache's key: raised whenever the count itself changes (2: QLoRA counted on its own fp32 layout),
-# so counts kept by an earlier version are not read back.
-COUNT_VERSION = 2
+# Part of the disk cache's key: raised whenever the count itself changes (2: QLoRA counted on its own fp32 layout;
+# 3: only what is still saved when the forward ends, and DoRA), so counts kept by an earlier version are not read
+# back.
+COUNT_VERSION = 3
 
 _ACTIVATION_CACHE: dict[tuple, tuple[ActivationCount, ActivationCount, ActivationCount]] = {}
 
@@ -106,6 +108,19 @@ class ActivationCount:
     outside_layers: float  # embeddings, final norm, logits and loss
     layer_input: float  # one layer's input (what gradient checkpointing keeps per layer)
     largest_transient: float  # the logits' gradient, allocated at the start of backward
+    # DoRA: the most one layer's forward saved for a graph it dropped before returning (the weight norm's product
+    # of the adapter with an identity matrix, computed and detached per layer); 0 for the other methods
+    dropped_in_layer: float = 0.0
+
+
+class _Saved:
+    """What a saved-tensor hook hands autograd in place of a tensor: autograd holds it as long as the graph that
+    saved it lives, so a weak reference to it says, after the forward, whether the tensor is still saved."""
+
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
 
 
 # Long on purpose: the fake-tensor set-up, the hooks and the count share locals that a split would pass around.
@@ -120,6 +135,10 @@ def count_saved_activations(
     calibration absorbs). Checked against a real forward of each (tests/test_memory_model.py). Not counted:
     the (batch, 1, seq, seq) causal mask that tracing makes transformers build; on a GPU, SDPA runs causal
     without one.
+
+    Only what is still saved when the forward returns counts: DoRA (peft) computes each layer's weight norm through
+    the adapter applied to an identity matrix and detaches it, so that graph and what it saved (an in x in matrix
+    per layer) is freed within the layer; it is kept apart as `dropped_in_layer`, a transient.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -139,7 +158,13 @@ def count_saved_activations(
 
         with torch.device("meta"):
             model = get_peft_model(
-                model, LoraConfig(r=setting.r, lora_alpha=2 * setting.r, target_modules=_peft_targets(setting))
+                model,
+                LoraConfig(
+                    r=setting.r,
+                    lora_alpha=2 * setting.r,
+                    target_modules=_peft_targets(setting),
+                    use_dora=getattr(setting, "use_dora", False),
+                ),
             )
     with FakeTensorMode(allow_non_fake_inputs=True):
         # meta parameters -> fake CPU ones (same shapes and dtypes, no storage; on fake tensors transformers skips
@@ -157,17 +182,19 @@ def count_saved_activations(
         layers = _decoder_layers(model)
         current: list[int | None] = [None]
         layer_input_bytes: list[int] = []  # one element of a layer's input: 2 (bf16 stream) or 4 (QLoRA's fp32)
-        saved: dict[int | None, dict[int, int]] = {}
-        keep: list[torch.Tensor] = []
+        # (layer, id of the saved storage's tensor, bytes, weak reference to what autograd holds). Nothing here
+        # holds a saved tensor: holding one would hold its graph, and with it what a dropped graph saved. An id is
+        # unique among the tensors still saved at the end (each holder holds its tensor, and a view its base).
+        saved: list[tuple[int | None, int, int, weakref.ref]] = []
         mask_shape = (setting.batch, 1, setting.seq_len, setting.seq_len)
 
-        def pack(t: torch.Tensor) -> torch.Tensor:
+        def pack(t: torch.Tensor) -> torch.Tensor | _Saved:
             root = t._base if t._base is not None else t
             if id(root) in params or id(t) in params or tuple(root.shape) == mask_shape:
                 return t
-            keep.append(root)  # keeps ids unique while counting
-            saved.setdefault(current[0], {})[id(root)] = root.numel() * root.element_size()
-            return t
+            held = _Saved(t)
+            saved.append((current[0], id(root), root.numel() * root.element_size(), weakref.ref(held)))
+            return held
 
         def enter(index: int):
             def hook(module, args, kwargs):
@@ -187,21 +214,31 @@ def count_saved_activations(
         ids = torch.zeros(setting.batch, setting.seq_len, dtype=torch.long)
         try:
             with (
-                torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+                torch.autograd.graph.saved_tensors_hooks(pack, lambda h: h.tensor if isinstance(h, _Saved) else h),
                 torch.autocast("cpu", dtype=torch.bfloat16),
             ):
-                model(input_ids=ids, labels=ids, use_cache=False)
+                output = model(input_ids=ids, labels=ids, use_cache=False)  # its graph holds what backward needs
+            alive: dict[int | None, dict[int, int]] = {}
+            dropped: dict[int | None, list[int]] = {}  # freed before the end: ids may repeat, so summed as listed
+            for layer, root, size, held in saved:
+                if held() is not None:
+                    alive.setdefault(layer, {})[root] = size
+                else:
+                    dropped.setdefault(layer, []).append(size)
+            del output
         finally:
             for h in handles:
                 h.remove()
-    per_layer = [sum(saved.get(i, {}).values()) for i in range(len(layers))]
+    per_layer = [sum(alive.get(i, {}).values()) for i in range(len(layers))]
+    dropped_per_layer = [sum(dropped.get(i, [])) for i in range(len(layers))]
     hidden = architecture["hidden_size"]
     logits_fp32 = setting.batch * setting.seq_len * architecture["vocab_size"] * 4
     return ActivationCount(
         per_layer=float(max(per_layer)) if per_layer else 0.0,
-        outside_layers=float(sum(saved.get(None, {}).values())),
+        outside_layers=float(sum(alive.get(None, {}).values())),
         layer_input=float(setting.batch * setting.seq_len * hidden * max(layer_input_bytes, default=2)),
         largest_transient=float(logits_fp32),
+        dropped_in_layer=float(max(dropped_per_layer, default=0)),
     )
 
 

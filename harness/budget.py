@@ -22,13 +22,14 @@ import pandas as pd
 from harness import memory_model as mm
 from harness import presets
 from harness.calibration import calibrate, measured_peak
+from harness.config import adapter_variant
 from harness.memory_model import GIB, MIB, Calibrations, Setting
 from harness.presets import CONF_MODEL_DIR  # noqa: F401 (tests and callers name the presets' folder here)
 
 # GPU vendors' "24GB", "80GB" are binary: an RTX 4090 has 24 GiB, an H100 80GB has 80 GiB.
 UNITS = {"tb": 1024**4, "tib": 1024**4, "gb": GIB, "gib": GIB, "g": GIB, "mb": MIB, "mib": MIB, "m": MIB}
 COMMON_GPUS_GIB = (24, 40, 48, 80, 141)
-METHOD_ORDER = ("full", "full-bf16", "lora", "qlora-nf4", "qlora-nf4-dq", "qlora-fp4")
+METHOD_ORDER = ("full", "full-bf16", "lora", "qlora-nf4", "qlora-nf4-dq", "qlora-fp4", "dora", "qdora-nf4")
 
 
 class BudgetError(ValueError):
@@ -85,6 +86,10 @@ def settings(base: Setting) -> dict[str, Setting]:
         "qlora-nf4": dataclasses.replace(base, method="qlora", quant_type="nf4", double_quant=False),
         "qlora-nf4-dq": dataclasses.replace(base, method="qlora", quant_type="nf4", double_quant=True),
         "qlora-fp4": dataclasses.replace(base, method="qlora", quant_type="fp4", double_quant=False),
+        # DoRA holds more than LoRA (a magnitude per output feature, its norm's activations); rsLoRA, PiSSA,
+        # OLoRA and LoRA+ hold what LoRA does, so they have no rows of their own
+        "dora": dataclasses.replace(base, method="lora", use_dora=True),
+        "qdora-nf4": dataclasses.replace(base, method="qlora", quant_type="nf4", double_quant=False, use_dora=True),
     }
 
 
@@ -172,9 +177,16 @@ def _family(method_cfg: dict) -> str:
     """The budget table's method family of a record's method config (full, lora, qlora-nf4, qlora-fp4-dq...)."""
     if method_cfg["name"] == "full":
         return "full-bf16" if method_cfg.get("weights_dtype") == "bf16" else "full"
+    variant = adapter_variant(
+        method_cfg.get("use_dora"),
+        method_cfg.get("use_rslora"),
+        method_cfg.get("init_lora_weights"),
+        method_cfg.get("loraplus_lr_ratio"),
+    )
     if method_cfg["name"] != "qlora":
-        return method_cfg["name"]
-    return f"qlora-{method_cfg.get('quant_type') or 'nf4'}{'-dq' if method_cfg.get('double_quant') else ''}"
+        return variant or method_cfg["name"]  # a variant is a family of its own, never "lora"
+    kind = f"q{variant}" if variant else "qlora"
+    return f"{kind}-{method_cfg.get('quant_type') or 'nf4'}{'-dq' if method_cfg.get('double_quant') else ''}"
 
 
 def checkpointing_speed_costs(records: list[dict], model_name: str) -> dict[str, tuple[float, str]]:

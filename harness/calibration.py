@@ -37,6 +37,7 @@ def setting_of_record(record: dict) -> Setting:
         quant_type=m.get("quant_type") or "nf4",
         double_quant=bool(m.get("double_quant")),
         weights_dtype=m.get("weights_dtype") or "fp32",
+        use_dora=bool(m.get("use_dora")),
     )
 
 

@@ -12,15 +12,22 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.frames import EXAMPLE_METRICS, paired_gap
+from harness.frames import EXAMPLE_METRICS, paired_gap, plain_methods
 
 # Validation loss that fell by more than this share over the last interval of the learning curve: the method was
 # still improving when training stopped, so more steps could move its score and any gap it is part of.
 STILL_IMPROVING_PCT = 1.0
 
 
+VARIANT_VS_PLAIN = "LoRA variant minus plain LoRA"
+
+
 def comparison_pairs(variants: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """(what is compared, a, b) for the gap a - b, over the variants present."""
+    """(what is compared, a, b) for the gap a - b, over the variants present: the documents' comparisons among
+    full FT, LoRA and QLoRA as such, then each LoRA variant (DoRA, PiSSA, ...) against plain LoRA (or QLoRA) of
+    its rank and base, the one comparison a variant's claims speak of."""
+    every = variants
+    variants = plain_methods(variants)
     labels = list(variants["label"])
     by = variants.set_index("label")
     pairs = []
@@ -44,6 +51,15 @@ def comparison_pairs(variants: pd.DataFrame) -> list[tuple[str, str, str]]:
         if q["quant_type"] == "nf4" and not q["double_quant"]:
             twin = lora[lora["r"] == q["r"]]
             pairs += [("LoRA minus QLoRA (the 4-bit base)", t["label"], q["label"]) for _, t in twin.iterrows()]
+    plain = variants.assign(double_quant=variants["double_quant"].fillna(False).astype(bool))
+    for _, v in every[every["adapter_variant"].fillna("") != ""].iterrows():
+        same = (
+            (plain["method"] == v["method"])
+            & (plain["r"] == v["r"])
+            & (plain["quant_type"].fillna("") == ("" if pd.isna(v["quant_type"]) else v["quant_type"]))
+            & (plain["double_quant"] == (False if pd.isna(v["double_quant"]) else bool(v["double_quant"])))
+        )
+        pairs += [(VARIANT_VS_PLAIN, v["label"], p["label"]) for _, p in plain[same].iterrows()]
     return pairs
 
 

@@ -33,6 +33,7 @@ def _setting(row: pd.Series, train: dict) -> Setting:
         quant_type=row.get("quant_type") or "nf4",
         double_quant=bool(row.get("double_quant")),
         weights_dtype=row.get("weights_dtype") or "fp32",
+        use_dora="dora" in str(row.get("adapter_variant") or "").split("-"),
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.config import adapter_variant
 from harness.results import peak_memory
 from harness.startup import STARTUP_PARTS
 
@@ -91,6 +92,14 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 "r": method.get("r"),
                 "quant_type": method.get("quant_type"),
                 "double_quant": method.get("double_quant"),
+                # "" for full FT, LoRA and QLoRA as such; dora, rslora, pissa, olora, loraplus... (records before
+                # the variants have none of these fields: "")
+                "adapter_variant": adapter_variant(
+                    method.get("use_dora"),
+                    method.get("use_rslora"),
+                    method.get("init_lora_weights"),
+                    method.get("loraplus_lr_ratio"),
+                ),
                 "target_modules": _target_modules(r),
                 "seed": train.get("seed"),
                 "grad_accum": train.get("grad_accum"),
@@ -152,10 +161,21 @@ def variants_frame(runs: pd.DataFrame) -> pd.DataFrame:
     out = first.drop(columns=numeric).join(means)
     out["n_seeds"] = ok.groupby("label", sort=False).size()
     out["score_std"] = ok.groupby("label", sort=False)["score"].std()
-    order = {"full": 0, "lora": 1, "qlora": 2}
+    order = {"full": 0, "lora": 2, "qlora": 4}  # each method's LoRA variants right after it
     out = out.reset_index()
-    out["_order"] = out["method"].map(order)
-    return out.sort_values(["_order", "quant_type", "double_quant", "r"], na_position="first").drop(columns="_order")
+    out["_order"] = out["method"].map(order) + (out["adapter_variant"] != "")
+    return out.sort_values(["_order", "adapter_variant", "quant_type", "double_quant", "r"], na_position="first").drop(
+        columns="_order"
+    )
+
+
+def plain_methods(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of full FT, LoRA and QLoRA as such (runs_frame or variants_frame), without LoRA's variants (DoRA,
+    rsLoRA, PiSSA, ...): what the documents' claims, the plots and the budget families speak of, so a DoRA run
+    never counts as "LoRA at its rank"."""
+    if frame.empty or "adapter_variant" not in frame:
+        return frame
+    return frame[frame["adapter_variant"].fillna("") == ""]
 
 
 def time_table(runs: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:

@@ -79,10 +79,15 @@ class Setting:
     quant_type: str = "nf4"
     double_quant: bool = False
     weights_dtype: str = "fp32"  # full FT: fp32 master weights, or pure bf16 (method=full_bf16)
+    # DoRA (method=dora, qdora): a magnitude per output feature of each adapted layer, and its norm's activations.
+    # rsLoRA, PiSSA, OLoRA and LoRA+ change the scaling, the initialisation or the learning rate, not what is held.
+    use_dora: bool = False
 
     @property
     def label(self) -> str:
-        return method_label(self.method, self.r, self.quant_type, self.double_quant, self.weights_dtype)
+        variant = "dora" if self.use_dora else ""
+        dtype = self.weights_dtype
+        return method_label(self.method, self.r, self.quant_type, self.double_quant, dtype, variant=variant)
 
 
 @dataclass
@@ -121,10 +126,21 @@ def quantized_linear_bytes(numel: int, double_quant: bool) -> float:
     return packed + blocks + 4 * blocks2 + 4 * 256 + 4
 
 
-def lora_params(s: Shapes, r: int, target_modules: tuple[str, ...]) -> int:
-    """LoRA's parameters: r x (in + out) per adapted layer; "all-linear" adapts every linear layer but the head."""
+def _adapted(s: Shapes, target_modules: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(in, out) of each adapted layer; "all-linear" adapts every linear layer but the head."""
     every = ALL_LINEAR in target_modules
-    return sum(r * (i + o) for name, (i, o) in s.linear.items() if every or name.rsplit(".", 1)[-1] in target_modules)
+    return [shape for name, shape in s.linear.items() if every or name.rsplit(".", 1)[-1] in target_modules]
+
+
+def lora_params(s: Shapes, r: int, target_modules: tuple[str, ...]) -> int:
+    """LoRA's parameters: r x (in + out) per adapted layer."""
+    return sum(r * (i + o) for i, o in _adapted(s, target_modules))
+
+
+def dora_magnitude_params(s: Shapes, target_modules: tuple[str, ...]) -> int:
+    """DoRA's magnitude vectors: one value per output feature of each adapted layer (peft's lora_magnitude_vector),
+    trained in fp32 like the adapters."""
+    return sum(o for _, o in _adapted(s, target_modules))
 
 
 def static_bytes(s: Shapes, setting: Setting) -> dict[str, float]:
@@ -151,6 +167,8 @@ def static_bytes(s: Shapes, setting: Setting) -> dict[str, float]:
     trainable = lora_params(s, setting.r, setting.target_modules)
     if trainable == 0:
         raise ValueError(f"target_modules={list(setting.target_modules)} match no linear layer of this model")
+    if setting.use_dora:
+        trainable += dora_magnitude_params(s, setting.target_modules)
     if setting.method == "lora":
         weights = s.total_params * WEIGHT_BYTES["lora"]
     else:
@@ -262,6 +280,10 @@ def predict(
     components = dict(static)
     components["activations"] = act
     components["logits_gradient"] = count.largest_transient
+    if count.dropped_in_layer > count.largest_transient:
+        # DoRA's weight norm of one layer (the adapter through an identity matrix) outgrows the logits' gradient;
+        # the two never coexist (forward against the start of backward), so the larger one stands
+        components["dora_weight_norm"] = count.dropped_in_layer - count.largest_transient
     tensors = sum(components.values())
     if calibration.tensors_scale != 1.0:
         components["allocator_and_workspaces"] = (calibration.tensors_scale - 1.0) * tensors

@@ -573,3 +573,26 @@ def test_budget_reads_a_hub_id_from_the_local_hub_cache_offline(tmp_path) -> Non
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("mistral-7b-v0.1: 7.24B parameters")
+
+
+def test_budget_prices_dora_apart_from_lora_and_never_as_its_family(tmp_path) -> None:
+    """DoRA and QDoRA have rows of their own: the memory model's peak with the magnitudes and the norm's saved
+    activations (above LoRA's and QLoRA's at the same rank), no quality cost measured; and a DoRA record is its
+    own family, so its score never stands for LoRA's and its GPU peak never for a LoRA prediction."""
+    base = Setting(method="full", batch=4, seq_len=1024)
+    table, lines = budget.answer("llama-3.2-1b", 80 * GIB, base, results_dir=tmp_path)
+    rows = table.set_index("method")
+    assert rows.loc["dora-r16", "peak GiB"] > rows.loc["lora-r16", "peak GiB"]
+    assert rows.loc["qdora-nf4-r16", "peak GiB"] > rows.loc["qlora-nf4-r16", "peak GiB"]
+    assert rows.loc["dora-r16", "quality cost (pts vs full)"] == "not measured"
+    assert any(line.startswith("recommendation: full") for line in lines)
+    assert budget._family({"name": "lora", "use_dora": True}) == "dora"
+    assert budget._family({"name": "qlora", "quant_type": "nf4", "use_dora": True}) == "qdora-nf4"
+    assert budget._family({"name": "lora", "init_lora_weights": "pissa"}) == "pissa"
+    assert budget._family({"name": "lora", "use_dora": False, "init_lora_weights": "default"}) == "lora"
+    dora = _scale_record("llama-3.2-1b", {"name": "lora", "use_dora": True}, 4, 1024, 70 * 1024.0)
+    assert setting_of_record(dora).use_dora
+    (tmp_path / "dora.json").write_text(json.dumps(dora))
+    measured = budget.answer("llama-3.2-1b", 80 * GIB, base, results_dir=tmp_path)[0].set_index("method")
+    assert measured.loc["dora-r16", "from"] == "measured"
+    assert measured.loc["lora-r16", "from"] == "predicted"
