@@ -21,7 +21,7 @@ import yaml
 
 from harness.calibration import calibrate, measured_peak
 from harness.comparisons import QualityEvidence
-from harness.frames import variant_se
+from harness.frames import plain_methods, variant_se
 from harness.presets import architecture_of
 
 if TYPE_CHECKING:
@@ -566,6 +566,69 @@ def rank_quality(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> di
     )
 
 
+def variant_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
+    """A LoRA variant against plain LoRA of its rank and base, paired over the same test examples and seeds
+    (comparisons.VARIANT_VS_PLAIN), on exact match and field accuracy. `expect: gain`: holds where the 95 %
+    interval lies above 0, partly where it does but its upper end is below the gain claimed, does not hold where
+    its upper end is below the claimed gain and it reaches 0. `expect: tie`: holds where the interval lies inside
+    +-tie_points, does not hold where it excludes 0. A variant's gain is a few points at most, within the seeds'
+    spread, so a gap with no seed variance decides nothing."""
+    from harness.comparisons import VARIANT_VS_PLAIN
+
+    variant = params["variant"]
+    mine = variants[variants["adapter_variant"].fillna("") == variant] if "adapter_variant" in variants else variants
+    if mine.empty:
+        return _result("-", UNTESTABLE, f"needs a {variant} run and a plain LoRA run of its rank on the same data")
+    quality = params.get("_quality")
+    table = quality.table if quality is not None else pd.DataFrame()
+    rows = (
+        table[(table["comparison"] == VARIANT_VS_PLAIN) & table["a"].isin(mine["label"])] if not table.empty else table
+    )
+    missing = _evidence_gaps(runs, gpu=False)
+    if rows.empty:
+        missing.append(f"per-example results of {variant} and plain LoRA of its rank on the same test examples")
+        return _decide("-", INCONCLUSIVE, "the gap is computed example by example", missing)
+    parts, verdicts, no_seeds = [], [], []
+    gain, tie = float(params.get("min_gain_points", 0)), float(params.get("tie_points", 0))
+    for _, row in rows.iterrows():
+        g, h = 100 * float(row["gap"]), 100 * float(row["half_width"])
+        if float(row["a score"]) == 0 and float(row["b score"]) == 0:
+            parts.append(f"{row['a']} - {row['b']} {row['metric']}: both scored 0, nothing to compare")
+            continue
+        if params["expect"] == "gain":
+            verdict = (HOLDS if g + h >= gain else PARTLY) if g - h > 0 else FAILS if g + h < gain else INCONCLUSIVE
+        else:
+            verdict = HOLDS if abs(g) + h <= tie else FAILS if abs(g) - h > 0 else INCONCLUSIVE
+        verdicts.append(verdict)
+        parts.append(
+            f"{row['a']} - {row['b']} {row['metric']}: {g:+.1f} ± {h:.1f} points ({verdict}; seeds {row['seeds']})"
+        )
+        if not row["seed_variance"]:
+            no_seeds.append(str(row["a"]))
+    if no_seeds:
+        missing.append(
+            f"two or more seeds of {', '.join(dict.fromkeys(no_seeds))} and of the plain LoRA each is paired with "
+            "(with one seed the gap's error leaves the seeds' variance out)"
+        )
+    rule = (
+        f"holds where the 95 % interval lies above 0 (partly: above 0 but below the claimed {gain:g} points), does "
+        f"not hold where it reaches 0 and its upper end is below {gain:g} points"
+        if params["expect"] == "gain"
+        else f"holds where the 95 % interval lies within ±{tie:g} points, does not hold where it excludes 0"
+    )
+    labels = list(rows["a"]) + list(rows["b"])
+    return _decide(
+        "paired gap over plain LoRA of the same rank and base: " + "; ".join(parts),
+        _combine(verdicts),
+        f"{rule}; per metric (exact match, field accuracy); measured "
+        f"{quality.budget_text(list(dict.fromkeys(labels)))}. On this task and model, not the claim's own.",
+        missing,
+    )
+
+
+# The checks that read LoRA's variants; the others see full FT, LoRA and QLoRA as such (frames.plain_methods).
+VARIANT_CHECKS = {"variant_gap"}
+
 CHECKS: dict[str, Callable[[pd.DataFrame, pd.DataFrame, dict], dict]] = {
     f.__name__: f
     for f in (
@@ -579,6 +642,7 @@ CHECKS: dict[str, Callable[[pd.DataFrame, pd.DataFrame, dict], dict]] = {
         adapter_size,
         merge_latency,
         grad_accum,
+        variant_gap,
     )
 }
 
@@ -608,9 +672,17 @@ def check_memory_claims(records: list[dict], calibration: mm.Calibrations | None
 
 
 def _claim_rows(claims: list[dict], runs: pd.DataFrame, variants: pd.DataFrame, extra: dict) -> pd.DataFrame:
+    """Each claim checked on the runs it speaks of: LoRA's variants only for the claims about them, so a DoRA run
+    never stands for "LoRA" in the documents' claims."""
     rows = []
+    plain_runs, plain_variants = plain_methods(runs), plain_methods(variants)
     for claim in claims:
-        result = CHECKS[claim["check"]](runs, variants, {**claim.get("params", {}), **extra})
+        on_variants = claim["check"] in VARIANT_CHECKS
+        result = CHECKS[claim["check"]](
+            runs if on_variants else plain_runs,
+            variants if on_variants else plain_variants,
+            {**claim.get("params", {}), **extra},
+        )
         rows.append(
             {"id": claim["id"], "claim": claim["claim"], "source": claim["source"], "needs": claim["needs"], **result}
         )

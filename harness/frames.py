@@ -153,6 +153,8 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
 def variants_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """Ok runs of one method label averaged over seeds (mean, std of the score, number of seeds)."""
     ok = runs[runs["status"] == "ok"]
+    if "adapter_variant" not in ok:  # a frame not built by runs_frame: plain methods
+        ok = ok.assign(adapter_variant="")
     if ok.empty:
         return ok.assign(n_seeds=[], score_std=[])
     numeric = [c for c in ok.columns if ok[c].dtype.kind in "fi" and c not in ("seed",)]

@@ -17,7 +17,16 @@ from harness.calibration import calibrate
 from harness.claims import check_claims, load_claims
 from harness.comparisons import QualityEvidence, comparisons_table, curve_table, quality_evidence
 from harness.decision import decision_table
-from harness.frames import missing_parts, runs_frame, score_se, time_table, variant_se, variants_frame
+from harness.frames import (
+    missing_parts,
+    plain_methods,
+    runs_frame,
+    score_se,
+    time_table,
+    variant_se,
+    variants_frame,
+)
+from harness.lora_variants import variants_section
 from harness.memory_model import Calibrations, Setting
 from harness.plots import make_plots
 from harness.report_page import GENERATED, html_head, inline_image
@@ -308,7 +317,8 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
     calibration = calibrate(all_records)  # scale-sweep GPU records, if the folder has any
     quality = quality_evidence(records, variants)
     claims = check_claims(runs[runs["status"] == "ok"], variants, all_records, calibration, quality)
-    plots = make_plots(runs, variants, out_dir)
+    plots = make_plots(plain_methods(runs), plain_methods(variants), out_dir)  # the documents' methods
+    lora_variants = variants_section(quality, variants, calibration)
     cond = conditions(records)
     profile_notes = sorted({r["config"].get("profile_note") or "" for r in records} - {""})
     decision, decision_note = decision_table(records, variants, calibration)
@@ -318,6 +328,7 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
         ("Which method fits which GPU", decision if not decision.empty else None, decision_note),
         ("Answer", None, _answer(variants)),
         ("Quality, example by example: paired gaps", *_paired_section(quality)),
+        *([("LoRA variants against plain LoRA", *lora_variants)] if lora_variants else []),
         ("Learning curves: had the methods stopped improving?", *curve_table(records)),
         ("Conditions", cond, None),
         (

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from harness import claims, comparisons, paired
-from harness.frames import variants_frame
+from harness.frames import plain_methods, variants_frame
 
 
 def _phi(x):
@@ -224,3 +224,79 @@ def test_raising_the_rank_above_8_is_judged_on_its_paired_gain(better_on, worse_
     result = claims.rank_quality(runs, variants, {"min_gain_points": 2, "_quality": quality})
     assert result["verdict"] == verdict, result
     assert f"r8 -> r16: {100 * better_on / 400:+.1f}" in result["measured"]
+
+
+def _seeded(base: np.ndarray, flips: dict[int, int], rng: np.random.Generator) -> dict[int, np.ndarray]:
+    """Per seed, `base` with `flips[seed]` of its misses turned into hits at random (a method's seeds agree on most
+    examples, as real ones do)."""
+    out = {}
+    for seed, n in flips.items():
+        hits = base.copy()
+        hits[rng.choice(np.flatnonzero(hits == 0), n, replace=False)] = 1
+        out[seed] = hits
+    return out
+
+
+def test_a_lora_variant_is_compared_with_plain_lora_of_its_rank_and_base_only():
+    """DoRA at r16 against LoRA r16, QDoRA against QLoRA nf4 of its rank: never against full FT, never in the rank
+    steps, nf4 against fp4 or LoRA minus QLoRA, so a variant cannot stand for LoRA in the documents' claims."""
+    variants = _variants({
+        "full": {"method": "full", "score": 0.8},
+        "lora-r8": {"method": "lora", "r": 8, "score": 0.6}, "lora-r16": {"method": "lora", "score": 0.7},
+        "dora-r16": {"method": "lora", "adapter_variant": "dora", "score": 0.72},
+        "pissa-r16": {"method": "lora", "adapter_variant": "pissa", "score": 0.71},
+        "qlora-nf4-r16": {"method": "qlora", "quant_type": "nf4", "double_quant": False, "score": 0.6},
+        "qlora-fp4-r16": {"method": "qlora", "quant_type": "fp4", "double_quant": False, "score": 0.5},
+        "qdora-nf4-r16": {"method": "qlora", "quant_type": "nf4", "double_quant": False,
+                          "adapter_variant": "dora", "score": 0.62},
+    })  # fmt: skip
+    pairs = comparisons.comparison_pairs(variants)
+    variant_pairs = {(a, b) for what, a, b in pairs if what == comparisons.VARIANT_VS_PLAIN}
+    assert variant_pairs == {("dora-r16", "lora-r16"), ("pissa-r16", "lora-r16"), ("qdora-nf4-r16", "qlora-nf4-r16")}
+    others = {label for what, a, b in pairs if what != comparisons.VARIANT_VS_PLAIN for label in (a, b)}
+    assert not others & {"dora-r16", "pissa-r16", "qdora-nf4-r16"}
+    assert list(plain_methods(variants)["label"]) == [
+        "full", "lora-r8", "lora-r16", "qlora-fp4-r16", "qlora-nf4-r16"
+    ]  # fmt: skip
+    # each variant sorts right after its plain method
+    assert list(variants["label"]).index("dora-r16") == list(variants["label"]).index("lora-r16") + 1
+
+
+@pytest.mark.parametrize(
+    "dora_flips, lora_flips, expect, verdict",
+    [
+        ({0: 40, 1: 44, 2: 38}, {0: 0, 1: 3, 2: 1}, "gain", claims.HOLDS),  # ~+10 points, seeds agree
+        ({0: 12, 1: 14, 2: 11}, {0: 0, 1: 3, 2: 1}, "gain", claims.PARTLY),  # ~+3, above 0, below 5 claimed
+        ({0: 1, 1: 3, 2: 2}, {0: 0, 1: 3, 2: 1}, "gain", claims.FAILS),  # ~0: cannot reach the 5 claimed
+        ({0: 1, 1: 3, 2: 2}, {0: 0, 1: 3, 2: 1}, "tie", claims.HOLDS),
+        ({0: 40, 1: 44, 2: 38}, {0: 0, 1: 3, 2: 1}, "tie", claims.FAILS),
+    ],
+)
+def test_a_variant_claim_is_decided_on_its_paired_gap_with_the_seeds_variance(
+    dora_flips, lora_flips, expect, verdict
+) -> None:
+    rng = np.random.default_rng(0)
+    base = (rng.random(400) < 0.5).astype(float)
+    examples = _examples({"lora-r16": _seeded(base, lora_flips, rng), "dora-r16": _seeded(base, dora_flips, rng)})
+    variants = _variants({"lora-r16": {"method": "lora", "score": 0.5, "field_acc": 0.75},
+                          "dora-r16": {"method": "lora", "adapter_variant": "dora", "score": 0.55,
+                                       "field_acc": 0.77}})  # fmt: skip
+    quality = comparisons.QualityEvidence(
+        comparisons.comparisons(examples, variants), (), "60 steps", (), ("lora-r16", "dora-r16")
+    )
+    runs = variants.assign(losses=[[], []], forgetting_delta=None)
+    params = {"variant": "dora", "expect": expect, "min_gain_points": 5, "tie_points": 2, "_quality": quality}
+    result = claims.variant_gap(runs, variants, params)
+    assert result["verdict"] == verdict, result
+    assert "dora-r16 - lora-r16 exact match" in result["measured"] and "field accuracy" in result["measured"]
+    # one seed each: the gap's error leaves the seeds' variance out, so nothing is decided
+    one = examples[examples["seed"] == 0]
+    quality = dataclasses.replace(quality, table=comparisons.comparisons(one, variants))
+    result = claims.variant_gap(runs, variants, {**params, "_quality": quality})
+    assert result["verdict"] == claims.INCONCLUSIVE and "two or more seeds of dora-r16" in result["why"]
+    # no DoRA run: not testable; no per-example results: inconclusive, saying so
+    plain = plain_methods(variants)
+    assert claims.variant_gap(runs, plain, params)["verdict"] == claims.UNTESTABLE
+    empty = dataclasses.replace(quality, table=pd.DataFrame())
+    result = claims.variant_gap(runs, variants, {**params, "_quality": empty})
+    assert result["verdict"] == claims.INCONCLUSIVE and "per-example results of dora" in result["why"]

@@ -118,13 +118,29 @@ def test_loraplus_trains_b_at_its_ratio_of_a_s_learning_rate(make_config, tmp_pa
 def test_every_variant_trains_under_both_launchers_and_records_what_peft_built(tmp_path, cache_dir, launcher):
     from .test_sweep import _env, _sweep_cmd
 
-    cmd = _sweep_cmd(tmp_path, ",".join(VARIANTS), f"hydra/launcher={launcher}", "eval.base_model=false")
+    # under one launcher, the plain twins too, for the report's section on the variants
+    twins = ["lora", "qlora"] if launcher == "per_process" else []
+    methods = ",".join([*VARIANTS, *twins])
+    cmd = _sweep_cmd(tmp_path, methods, f"hydra/launcher={launcher}", "eval.base_model=false")
     done = subprocess.run(cmd, cwd=ROOT, env=_env(cache_dir), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     records = {
         r["run"]["method_label"]: r for r in map(json.loads, map(Path.read_text, (tmp_path / "results").glob("*.json")))
     }
-    assert sorted(records) == sorted(VARIANTS.values())
+    assert sorted(records) == sorted([*VARIANTS.values(), *(["lora-r16", "qlora-nf4-r16"] if twins else [])])
+    if twins:
+        md = (tmp_path / "reports" / "report.md").read_text()
+        section = md[md.index("## LoRA variants against plain LoRA") : md.index("## Learning curves")]
+        for label in VARIANTS.values():
+            twin = "qlora-nf4-r16" if label.startswith("q") else "lora-r16"
+            assert f"| {label} " in section and f"| {twin} " in section.split(f"| {label} ")[1].split("\n")[0]
+        assert "7B peak GiB, predicted" in section
+        claims = md[md.index("## Claims check") :]
+        for claim in ("dora-gain", "dora-tie", "pissa-gain"):
+            row = claims.split(f"| {claim} ")[1].split("\n")[0]
+            assert "inconclusive" in row and "two or more seeds of" in row, row
+        matrix = md[md.index("## Trade-off matrix") : md.index("## Claims check")]
+        assert all(f"| {label} " in matrix for label in VARIANTS.values())
     for method, label in VARIANTS.items():
         r = records[label]
         assert r["status"] == "ok", r.get("error")
