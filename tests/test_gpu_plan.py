@@ -23,7 +23,9 @@ import gpu_plan  # noqa: E402
 
 
 def test_every_job_of_every_part_composes_and_checks():
-    assert [p.name for p in gpu_plan.PARTS] == ["launcher", "tradeoff", "big_qlora", "scale", "bench", "mfu"]
+    assert [p.name for p in gpu_plan.PARTS] == [
+        "launcher", "tradeoff", "big_qlora", "scale", "variants", "bench", "mfu"
+    ]  # fmt: skip
     for part in gpu_plan.PARTS:
         overrides = shlex.split(part.overrides.replace("$MODEL", "/tmp/models/m.gguf"))
         axes = [[f"{o.split('=', 1)[0]}={v}" for v in o.split("=", 1)[1].split(",")] for o in overrides]
@@ -34,6 +36,12 @@ def test_every_job_of_every_part_composes_and_checks():
                 assert (cfg.train.batch_size, cfg.train.max_seq_len, cfg.train.optim) == (4, 512, "adamw_torch")
         if part.name == "scale":
             assert len(jobs) == 4 * 4 * 2
+        if part.name == "variants":  # DoRA at the scale part's conditions, to set against its LoRA and QLoRA
+            configs = [load_run_config(compose_config(list(job))) for job in jobs]
+            assert len(jobs) == 2 * 2 * 2 and all(c.method.use_dora for c in configs)
+            assert {(c.train.batch_size, c.train.max_seq_len, c.train.optim) for c in configs} == {
+                (4, 512, "adamw_torch")
+            }
         if part.name == "big_qlora":  # the conditions of claims qlora-33b-24gb and qlora-70b-24gb
             claims = {
                 c["id"]: c.get("params")

@@ -7,7 +7,7 @@ records). Each part is packed into OUT/<NN>_<name>.tar.gz the moment it ends, an
 part what ran, how long it took, how many records it wrote, or why it was skipped.
 
     # call a (kit part a: no model file yet): the launcher check, the 33B/70B QLoRA claims, the calibration slice
-    python tools/gpu_plan.py --minutes 7 --parts launcher,big_qlora,scale --out $OUT
+    python tools/gpu_plan.py --minutes 7 --parts launcher,big_qlora,scale,variants --out $OUT
     # call b (kit part b: the model file arrives): the trade-off sweep users read first, then bench, then MFU
     python tools/gpu_plan.py --minutes 7 --parts tradeoff,bench,mfu --out $OUT \
         --model /tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -26,6 +26,9 @@ The parts (see PARTS for their exact overrides):
   GPU", measured (NVML peak) at the QLoRA paper's most frugal setting instead of predicted.
 - scale: 1B/3B/7B/8B x full FT (fp32 master and pure bf16), LoRA, QLoRA nf4 x checkpointing on/off, 4 x 512:
   distinct configurations per method family for the memory model's calibration and its held-out error.
+- variants: DoRA and QDoRA at the scale part's 1B and 7B conditions: what DoRA's magnitudes and weight norm cost
+  in memory (NVML peak) and time per step against the scale part's LoRA and QLoRA jobs, and a GPU check of the
+  memory model's DoRA count (rsLoRA, PiSSA, OLoRA and LoRA+ hold and compute what LoRA does per step).
 - bench: the documents' recipe, the harness recipe and its compiled candidate (the 10x goal).
 - mfu: 1B full FT, compiled and not; compile time is reported apart from training (metrics.compile).
 """
@@ -79,6 +82,12 @@ PARTS: tuple[Part, ...] = (
     Part(
         "scale",
         "+sweeps=scale model=llama-3.2-1b,llama-3.2-3b,llama-2-7b,llama-3-8b method=full,full_bf16,lora,qlora "
+        f"train.gradient_checkpointing=false,true {SCALE_SLICE}",
+        first_job_s=40,
+    ),
+    Part(
+        "variants",
+        "+sweeps=scale model=llama-3.2-1b,llama-2-7b method=dora,qdora "
         f"train.gradient_checkpointing=false,true {SCALE_SLICE}",
         first_job_s=40,
     ),
