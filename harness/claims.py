@@ -360,10 +360,29 @@ def _spikes(losses: list[float], ratio: float, window: int) -> int:
     return count
 
 
+def _one_quant_configuration(q: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The QLoRA runs of the one (rank, double quantisation) setting that has nf4 and fp4 runs with the most seeds
+    of the scarcer format (without double quantisation on a tie), and its name: runs that differ in nothing but
+    the format, so their seeds are replicates. Runs with and without double quantisation are not seeds of one
+    another (before 2026-12-03 they were pooled as if they were)."""
+    dq = q["double_quant"] if "double_quant" in q else pd.Series(False, index=q.index)
+    q = q.assign(double_quant=dq.fillna(False).astype(bool))
+    best, best_key = q.iloc[0:0], (-1, 0)
+    for (r, dq), group in q.groupby(["r", "double_quant"], sort=True):
+        seeds = [group[group["quant_type"] == quant]["seed"].nunique() for quant in ("nf4", "fp4")]
+        key = (min(seeds), 0 if dq else 1)
+        if min(seeds) > 0 and key > best_key:
+            best, best_key, name = group, key, f"r{int(r)}{', double quantisation' if dq else ''}"
+    return (best, name) if best_key[0] > 0 else (best, "")
+
+
 def nf4_vs_fp4(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
     q = runs[runs["method"] == "qlora"]
     if set(q["quant_type"]) < {"nf4", "fp4"}:
         return _result("-", UNTESTABLE, "needs QLoRA runs with nf4 and with fp4")
+    q, configuration = _one_quant_configuration(q)
+    if q.empty:
+        return _result("-", UNTESTABLE, "needs nf4 and fp4 runs of one rank and one double-quantisation setting")
     stats = {}
     for quant in ("nf4", "fp4"):
         sub = q[q["quant_type"] == quant]
@@ -422,7 +441,7 @@ def nf4_vs_fp4(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict
             for _, row in rows.iterrows()
         )
     return _decide(
-        f"nf4: {describe(n)}; fp4: {describe(f)}{forgetting_error}{paired_text}",
+        f"{configuration}: nf4: {describe(n)}; fp4: {describe(f)}{forgetting_error}{paired_text}",
         verdict,
         f"a spike is a logged loss above {params['spike_ratio']}x the median of the {params['window']} before it; "
         "forgetting is the rise in loss on general text (not the task) from before to after training. "

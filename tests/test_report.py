@@ -259,6 +259,29 @@ def test_nf4_stability_compares_forgetting_only_over_seeds_and_within_its_error(
     assert worse["verdict"] == claims.FAILS
 
 
+def test_nf4_stability_never_takes_runs_with_and_without_double_quantisation_for_seeds():
+    """Seed 0 of nf4 and fp4, each with and without double quantisation, is one seed of two configurations, not two
+    seeds of one: forgetting is not compared. Where one configuration has the seeds, it alone is compared."""
+    params = {"spike_ratio": 1.5, "window": 5, "forgetting_tie": 0.005}
+    losses = [1.0] * 12
+
+    def row(quant: str, dq: bool, seed: int, forgetting: float) -> dict:
+        label = f"qlora-{quant}{'-dq' if dq else ''}-r16"
+        return {"label": label, "method": "qlora", "r": 16, "quant_type": quant, "double_quant": dq, "seed": seed,
+                "score": 0.5, "forgetting_delta": forgetting, "losses": losses}  # fmt: skip
+
+    pooled = [row("nf4", False, 0, 0.130), row("nf4", True, 0, 0.131), row("fp4", False, 0, 0.150),
+              row("fp4", True, 0, 0.151)]  # fmt: skip
+    result = claims.nf4_vs_fp4(*_variant_frames(pooled), params)
+    assert result["verdict"] == claims.INCONCLUSIVE and "two or more seeds of nf4 and of fp4" in result["why"]
+    assert result["measured"].startswith("r16: nf4:") and "(1 runs)" in result["measured"]
+    seeded = [*pooled, row("nf4", True, 1, 0.129), row("fp4", True, 1, 0.149), row("nf4", True, 2, 0.130),
+              row("fp4", True, 2, 0.150)]  # fmt: skip
+    result = claims.nf4_vs_fp4(*_variant_frames(seeded), params)
+    assert result["verdict"] == claims.HOLDS and result["measured"].startswith("r16, double quantisation: nf4:")
+    assert "(3 runs)" in result["measured"]
+
+
 def test_loss_spikes_are_counted_against_the_running_median():
     assert claims._spikes([1.0, 0.9, 0.8, 0.8, 0.7, 2.0, 0.7, 0.6], ratio=1.5, window=5) == 1
     assert claims._spikes([1.0, 0.9, 0.8, 0.8, 0.7, 0.75, 0.7, 0.6], ratio=1.5, window=5) == 0
