@@ -149,7 +149,8 @@ def matrix_table(variants: pd.DataFrame) -> pd.DataFrame:
     full_score = float(full["score"].iloc[0]) if not full.empty else None
     rows = []
     for _, v in variants.iterrows():
-        d = docs.get(v["method"], {})
+        # the documents' matrix speaks of LoRA and QLoRA as such: a variant's row has no documents' column
+        d = {} if v.get("adapter_variant") else docs.get(v["method"], {})
         speed = f"{v['tokens_per_s']:.0f} tok/s"
         if full_speed:
             speed += f" ({v['tokens_per_s'] / full_speed:.2f}x full)"

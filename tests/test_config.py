@@ -40,6 +40,13 @@ CONF_GROUPS = {
         "qlora_dq",
         "qlora_fp4",
         "qlora_fp4_dq",
+        # LoRA's variants (tests/test_variants.py)
+        "dora",
+        "qdora",
+        "rslora",
+        "pissa",
+        "olora",
+        "loraplus",
     ],  # fmt: skip
     "dataset": ["extraction"],
     "train": ["default", "smoke"],
