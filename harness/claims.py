@@ -611,6 +611,8 @@ def variant_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dic
     gain, tie = float(params.get("min_gain_points", 0)), float(params.get("tie_points", 0))
     for _, row in rows.iterrows():
         g, h = 100 * float(row["gap"]), 100 * float(row["half_width"])
+        if not row["seed_variance"]:
+            no_seeds.append(str(row["a"]))
         if float(row["a score"]) == 0 and float(row["b score"]) == 0:
             parts.append(f"{row['a']} - {row['b']} {row['metric']}: both scored 0, nothing to compare")
             continue
@@ -622,8 +624,8 @@ def variant_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dic
         parts.append(
             f"{row['a']} - {row['b']} {row['metric']}: {g:+.1f} ± {h:.1f} points ({verdict}; seeds {row['seeds']})"
         )
-        if not row["seed_variance"]:
-            no_seeds.append(str(row["a"]))
+    if not verdicts:
+        missing.append("scores above 0 for a variant or its plain LoRA (training too short to compare)")
     if no_seeds:
         missing.append(
             f"two or more seeds of {', '.join(dict.fromkeys(no_seeds))} and of the plain LoRA each is paired with "
