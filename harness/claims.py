@@ -209,7 +209,7 @@ def _paired_score_gap(runs: pd.DataFrame, f: pd.Series, others: pd.DataFrame, ma
     """The relative gap below full FT, example by example (harness/comparisons.py), on exact match and on field
     accuracy; a verdict per method and metric where the 95 % interval lies inside or outside the band."""
     table = quality.table[(quality.table["comparison"] == "below full FT") & (quality.table["a"] == f["label"])]
-    parts, verdicts, wide, missing = [], [], [], _evidence_gaps(runs, gpu=False)
+    parts, verdicts, wide, few_seeds, missing = [], [], [], [], _evidence_gaps(runs, gpu=False)
     for _, o in others.iterrows():
         rows = table[table["b"] == o["label"]]
         if rows.empty:
@@ -226,10 +226,17 @@ def _paired_score_gap(runs: pd.DataFrame, f: pd.Series, others: pd.DataFrame, ma
             parts.append(f"{o['label']} {row['metric']}: {gap:+.1f} % ± {hw:.1f} ({verdict}; seeds {seeds})")
             if verdict == INCONCLUSIVE and 2 * hw > max_gap:
                 wide.append(f"{o['label']} {row['metric']} ±{hw:.1f} %")
+                if row["seed_variance"] and float(row["df"]) < 10:
+                    few_seeds.append(f"{row['seeds']} (t with {float(row['df']):.1f} df)")
     if wide:
+        why_wide = (
+            f"more seeds: the seeds' variance is estimated from seeds {', '.join(dict.fromkeys(few_seeds))}, "
+            "so a few seeds set the error"
+            if few_seeds
+            else "more test examples or seeds"
+        )
         missing.append(
-            f"more test examples or seeds: the 95 % intervals ({', '.join(wide)}) are wider than the claim's "
-            f"{max_gap:g} % band"
+            f"{why_wide}: the 95 % intervals ({', '.join(wide)}) are wider than the claim's {max_gap:g} % band"
         )
     budget = quality.budget_text([f["label"], *others["label"]])
     return _decide(

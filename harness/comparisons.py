@@ -82,6 +82,7 @@ def comparisons(examples: pd.DataFrame, variants: pd.DataFrame) -> pd.DataFrame:
                     "b score": g.b_mean,
                     "gap": g.gap,
                     "half_width": g.half_width,
+                    "df": g.df,
                     "rel_gap_pct": g.rel_gap_pct,
                     "rel_half_width_pct": g.rel_half_width_pct,
                     "seeds": ",".join(map(str, g.seeds)) or "seed means",
@@ -119,6 +120,8 @@ def comparisons_table(table: pd.DataFrame) -> pd.DataFrame:
                 s + ("" if v else " (no seed variance)")
                 for s, v in zip(table["seeds"], table["seed_variance"], strict=True)
             ],
+            # the t multiplier's degrees of freedom: few where the seeds' variance carries the error
+            "t df": table["df"].map(lambda d: "-" if pd.isna(d) else f"{d:.1f}" if d < 1000 else "inf"),
             "examples": table["n"],
             "McNemar p": table["mcnemar_p"].map(lambda p: "-" if p is None or pd.isna(p) else f"{p:.3g}"),
             "unpaired ± 2 SE": (table["unpaired_half_width"] * 100).map("{:.1f}".format),

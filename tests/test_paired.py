@@ -300,3 +300,21 @@ def test_a_variant_claim_is_decided_on_its_paired_gap_with_the_seeds_variance(
     empty = dataclasses.replace(quality, table=pd.DataFrame())
     result = claims.variant_gap(runs, variants, {**params, "_quality": empty})
     assert result["verdict"] == claims.INCONCLUSIVE and "per-example results of dora" in result["why"]
+
+
+def test_a_gap_too_wide_for_want_of_seeds_asks_for_seeds_and_names_the_df():
+    """Two seeds each whose gaps differ a lot: the seeds' variance has one degree of freedom (t = 12.7), the
+    interval is far wider than the band, and the claim asks for more seeds, not more test examples."""
+    rng = np.random.default_rng(1)
+    base = (rng.random(400) < 0.3).astype(float)
+    examples = _examples({"full": _seeded(base, {0: 40, 1: 120}, rng), "lora-r16": _seeded(base, {0: 0, 1: 1}, rng)})
+    variants = _variants({"full": {"method": "full", "score": 0.5, "field_acc": 0.75},
+                          "lora-r16": {"method": "lora", "score": 0.3, "field_acc": 0.65}})  # fmt: skip
+    table = comparisons.comparisons(examples, variants)
+    assert (table["df"] < 2).all() and table["seed_variance"].all()
+    quality = comparisons.QualityEvidence(table, (), "60 steps", (), ("full", "lora-r16"))
+    runs = variants.assign(losses=[[], []], forgetting_delta=None)
+    result = claims.score_gap(runs, variants, {"method": "lora", "max_gap_pct": 5, "_quality": quality})
+    assert result["verdict"] == claims.INCONCLUSIVE
+    assert "more seeds: the seeds' variance is estimated from seeds 0,1 (t with 1.0 df)" in result["why"], result
+    assert "t df" in comparisons.comparisons_table(table)
