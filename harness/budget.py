@@ -22,7 +22,7 @@ import pandas as pd
 from harness import memory_model as mm
 from harness import presets
 from harness.calibration import calibrate, measured_peak
-from harness.config import adapter_variant
+from harness.config import adapter_variant_of
 from harness.memory_model import GIB, MIB, Calibrations, Setting
 from harness.presets import CONF_MODEL_DIR  # noqa: F401 (tests and callers name the presets' folder here)
 
@@ -177,12 +177,7 @@ def _family(method_cfg: dict) -> str:
     """The budget table's method family of a record's method config (full, lora, qlora-nf4, qlora-fp4-dq...)."""
     if method_cfg["name"] == "full":
         return "full-bf16" if method_cfg.get("weights_dtype") == "bf16" else "full"
-    variant = adapter_variant(
-        method_cfg.get("use_dora"),
-        method_cfg.get("use_rslora"),
-        method_cfg.get("init_lora_weights"),
-        method_cfg.get("loraplus_lr_ratio"),
-    )
+    variant = adapter_variant_of(method_cfg)
     if method_cfg["name"] != "qlora":
         return variant or method_cfg["name"]  # a variant is a family of its own, never "lora"
     kind = f"q{variant}" if variant else "qlora"

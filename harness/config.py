@@ -111,6 +111,16 @@ def adapter_variant(
     return "-".join(parts)
 
 
+def adapter_variant_of(method: dict) -> str:
+    """adapter_variant of a record's method config (a dict; records before the variants have none of its fields)."""
+    return adapter_variant(
+        method.get("use_dora"),
+        method.get("use_rslora"),
+        method.get("init_lora_weights"),
+        method.get("loraplus_lr_ratio"),
+    )
+
+
 def method_label(
     name: str,
     r: int | None,

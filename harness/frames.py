@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.config import adapter_variant
+from harness.config import adapter_variant_of
 from harness.results import peak_memory
 from harness.startup import STARTUP_PARTS
 
@@ -94,12 +94,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 "double_quant": method.get("double_quant"),
                 # "" for full FT, LoRA and QLoRA as such; dora, rslora, pissa, olora, loraplus... (records before
                 # the variants have none of these fields: "")
-                "adapter_variant": adapter_variant(
-                    method.get("use_dora"),
-                    method.get("use_rslora"),
-                    method.get("init_lora_weights"),
-                    method.get("loraplus_lr_ratio"),
-                ),
+                "adapter_variant": adapter_variant_of(method),
                 "target_modules": _target_modules(r),
                 "seed": train.get("seed"),
                 "grad_accum": train.get("grad_accum"),
