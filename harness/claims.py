@@ -209,7 +209,8 @@ def _paired_score_gap(runs: pd.DataFrame, f: pd.Series, others: pd.DataFrame, ma
     """The relative gap below full FT, example by example (harness/comparisons.py), on exact match and on field
     accuracy; a verdict per method and metric where the 95 % interval lies inside or outside the band."""
     table = quality.table[(quality.table["comparison"] == "below full FT") & (quality.table["a"] == f["label"])]
-    parts, verdicts, wide, few_seeds, missing = [], [], [], [], _evidence_gaps(runs, gpu=False)
+    parts, verdicts, missing = [], [], _evidence_gaps(runs, gpu=False)
+    wide_seeds, wide_examples, few_seeds = [], [], []  # undecided cells: for want of seeds / of test examples
     for _, o in others.iterrows():
         rows = table[table["b"] == o["label"]]
         if rows.empty:
@@ -225,26 +226,38 @@ def _paired_score_gap(runs: pd.DataFrame, f: pd.Series, others: pd.DataFrame, ma
             seeds = row["seeds"] if row["seed_variance"] else f"{row['seeds']}, no seed variance"
             parts.append(f"{o['label']} {row['metric']}: {gap:+.1f} % ± {hw:.1f} ({verdict}; seeds {seeds})")
             if verdict == INCONCLUSIVE and 2 * hw > max_gap:
-                wide.append(f"{o['label']} {row['metric']} ±{hw:.1f} %")
+                cell = f"{o['label']} {row['metric']} ±{hw:.1f} %"
                 if row["seed_variance"] and float(row["df"]) < 10:
+                    wide_seeds.append(cell)
                     few_seeds.append(f"{row['seeds']} (t with {float(row['df']):.1f} df)")
-    if wide:
-        why_wide = (
-            f"more seeds: the seeds' variance is estimated from seeds {', '.join(dict.fromkeys(few_seeds))}, "
-            "so a few seeds set the error"
-            if few_seeds
-            else "more test examples or seeds"
+                else:
+                    wide_examples.append(cell)
+    band = f"wider than the claim's {max_gap:g} % band"
+    wide = []
+    if wide_seeds:
+        wide.append(
+            f"more seeds: the seeds' variance is estimated from seeds {', '.join(dict.fromkeys(few_seeds))}, so a "
+            f"few seeds set the error: the 95 % intervals ({', '.join(wide_seeds)}) are {band}"
         )
-        missing.append(
-            f"{why_wide}: the 95 % intervals ({', '.join(wide)}) are wider than the claim's {max_gap:g} % band"
+    if wide_examples:
+        wide.append(
+            "more test examples, or seeds of the runs with one (their error is over test examples only): the 95 % "
+            f"intervals ({', '.join(wide_examples)}) are {band}"
         )
+    verdict, undecided = _combine(verdicts), ""
+    if wide and {HOLDS, FAILS} <= set(verdicts):
+        # decided both ways elsewhere: the claim partly holds whatever the undecided cells turn out to be
+        verdict, undecided = PARTLY, " Undecided, for want of " + "; ".join(wide) + "."
+    else:
+        missing += wide
     budget = quality.budget_text([f["label"], *others["label"]])
     return _decide(
         "relative gap below full FT, paired over the same test examples: " + "; ".join(parts),
-        _combine(verdicts),
+        verdict,
         f"holds where the gap plus its 95 % interval is at most {max_gap:g} %, does not hold where the gap less it "
         f"exceeds {max_gap:g} %, per method and metric (exact match, and field accuracy, the finer measure); "
-        f"a negative gap: better than full FT. Measured {budget}.",
+        f"partly holds where it holds for some and does not for others; a negative gap: better than full FT. "
+        f"Measured {budget}.{undecided}",
         missing,
     )
 
@@ -410,7 +423,7 @@ def nf4_vs_fp4(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict
         )
     # -1: nf4 better (fewer spikes / less forgetting), 1: worse, 0: no measurable difference
     compare = [int(np.sign(n["spikes"] - f["spikes"]))]
-    forgetting_error = ""
+    forgetting_error, forgetting_needs = "", ""
     if n["forgetting"] is not None and f["forgetting"] is not None:
         diff = n["forgetting"] - f["forgetting"]
         by_quant = {quant: q[q["quant_type"] == quant]["forgetting_delta"].dropna() for quant in ("nf4", "fp4")}
@@ -425,8 +438,32 @@ def nf4_vs_fp4(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict
             forgetting_error = f"; forgetting nf4 - fp4: {diff:+.4f} ± {2 * se:.4f} (2 SE over seeds)"
             measurable = abs(diff) >= params["forgetting_tie"] and abs(diff) > 2 * se
             compare.append(int(np.sign(diff)) if measurable else 0)
+            if not measurable and abs(diff) >= params["forgetting_tie"] and se > 0:
+                # two SE shrink as 1/sqrt(seeds): how many seeds each would put this difference outside them
+                each = min(len(v) for v in by_quant.values())
+                needed = math.ceil(round(each * (2 * se / abs(diff)) ** 2, 6))
+                forgetting_needs = (
+                    f"more seeds: forgetting differs by {diff:+.4f}, inside its two standard errors ({2 * se:.4f}, "
+                    f"{each} seeds each); at this seed-to-seed spread about {needed} seeds of each would take a "
+                    "difference of this size outside them"
+                )
+            elif not measurable:
+                forgetting_needs = (
+                    f"forgetting: nf4 and fp4 differ by {diff:+.4f}, under the {params['forgetting_tie']} tie, which "
+                    "more seeds would not change"
+                )
     if all(c == 0 for c in compare):
         verdict = INCONCLUSIVE
+        if not missing:
+            # a tie on both: say what could separate them, not only that they tie
+            missing.append(
+                f"loss spikes: none to compare (nf4 {n['spikes']:.1f}, fp4 {f['spikes']:.1f} per run over "
+                f"{logged}+ logged losses): longer or less stable runs (a higher learning rate) could show some"
+                if n["spikes"] == f["spikes"] == 0
+                else f"loss spikes: the same rate in both ({n['spikes']:.1f} per run)"
+            )
+            if forgetting_needs:
+                missing.append(forgetting_needs)
     elif all(c <= 0 for c in compare):
         verdict = HOLDS
     elif all(c >= 0 for c in compare):

@@ -318,3 +318,32 @@ def test_a_gap_too_wide_for_want_of_seeds_asks_for_seeds_and_names_the_df():
     assert result["verdict"] == claims.INCONCLUSIVE
     assert "more seeds: the seeds' variance is estimated from seeds 0,1 (t with 1.0 df)" in result["why"], result
     assert "t df" in comparisons.comparisons_table(table)
+
+
+def test_a_gap_claim_decided_both_ways_partly_holds_and_names_what_stays_undecided():
+    """LoRA r64 scores as full FT on every example (holds), r4 nothing (does not hold), r16's gap moves a lot from
+    seed to seed (undecided for want of seeds): the claim partly holds, whatever r16 turns out to be, and the why
+    says which cells stay undecided and what they need."""
+    rng = np.random.default_rng(1)
+    base = (rng.random(400) < 0.3).astype(float)
+    full = _seeded(base, {0: 40, 1: 120}, rng)
+    examples = _examples({"full": full, "lora-r16": _seeded(base, {0: 0, 1: 1}, rng),
+                          "lora-r64": {s: hits.copy() for s, hits in full.items()},
+                          "lora-r4": {s: np.zeros(400) for s in full}})  # fmt: skip
+    variants = _variants({"full": {"method": "full", "score": 0.5, "field_acc": 0.75},
+                          "lora-r4": {"method": "lora", "r": 4, "score": 0.0, "field_acc": 0.5},
+                          "lora-r16": {"method": "lora", "score": 0.3, "field_acc": 0.65},
+                          "lora-r64": {"method": "lora", "r": 64, "score": 0.5, "field_acc": 0.75}})  # fmt: skip
+    quality = comparisons.QualityEvidence(
+        comparisons.comparisons(examples, variants), (), "60 steps", (), tuple(variants["label"])
+    )
+    runs = variants.assign(losses=[[]] * len(variants), forgetting_delta=None)
+    result = claims.score_gap(runs, variants, {"method": "lora", "max_gap_pct": 5, "_quality": quality})
+    assert result["verdict"] == claims.PARTLY, result
+    assert "lora-r64 exact match: +0.0 % ± 0.0 (holds" in result["measured"], result["measured"]
+    assert "lora-r4 exact match: +100.0 %" in result["measured"] and "(does not hold" in result["measured"]
+    assert "Undecided, for want of more seeds" in result["why"] and "lora-r16 exact match" in result["why"], result
+    # without the cell that holds, the rest is not decided both ways: inconclusive, with r16 named as missing
+    fails_only = variants[variants["label"] != "lora-r64"]
+    result = claims.score_gap(runs, fails_only, {"method": "lora", "max_gap_pct": 5, "_quality": quality})
+    assert result["verdict"] == claims.INCONCLUSIVE and "missing: more seeds" in result["why"], result

@@ -255,6 +255,12 @@ def test_nf4_stability_compares_forgetting_only_over_seeds_and_within_its_error(
     assert clear["verdict"] == claims.HOLDS and "forgetting nf4 - fp4: -0.0200 ± 0.0016" in clear["measured"]
     noisy = claims.nf4_vs_fp4(*frames([0.12, 0.15, 0.135], [0.13, 0.16, 0.145]), params)
     assert noisy["verdict"] == claims.INCONCLUSIVE  # -0.010, but 2 SE 0.025 over these seeds
+    # a tie on both says what could separate them: runs with spikes, and the seeds that would shrink 2 SE enough
+    # (2 SE 0.0245 over 3 seeds each against a 0.010 difference: 3 x (0.0245 / 0.010)^2 = 18 seeds)
+    assert "loss spikes: none to compare" in noisy["why"], noisy
+    assert "about 18 seeds of each would take a difference of this size outside them" in noisy["why"], noisy
+    tie = claims.nf4_vs_fp4(*frames([0.130, 0.150, 0.140], [0.131, 0.151, 0.141]), params)
+    assert tie["verdict"] == claims.INCONCLUSIVE and "under the 0.005 tie, which more seeds" in tie["why"], tie
     worse = claims.nf4_vs_fp4(*frames([0.150, 0.151, 0.149], [0.130, 0.131, 0.129]), params)
     assert worse["verdict"] == claims.FAILS
 
