@@ -607,7 +607,8 @@ def rank_quality(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> di
     parts, above_eight = [], []
     for _, row in steps.iterrows():
         gain, hw = 100 * float(row["gap"]), 100 * float(row["half_width"])
-        parts.append(f"r{r_of[row['b']]:.0f} -> r{r_of[row['a']]:.0f}: {gain:+.1f} ± {hw:.1f} points")
+        seeds = f"seeds {row['seeds']}" if row["seed_variance"] else "over test examples only, no seed variance"
+        parts.append(f"r{r_of[row['b']]:.0f} -> r{r_of[row['a']]:.0f}: {gain:+.1f} ± {hw:.1f} points ({seeds})")
         if r_of[row["b"]] >= 8:
             above_eight.append((gain, hw))
     if not above_eight:

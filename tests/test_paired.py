@@ -224,6 +224,7 @@ def test_raising_the_rank_above_8_is_judged_on_its_paired_gain(better_on, worse_
     result = claims.rank_quality(runs, variants, {"min_gain_points": 2, "_quality": quality})
     assert result["verdict"] == verdict, result
     assert f"r8 -> r16: {100 * better_on / 400:+.1f}" in result["measured"]
+    assert "(over test examples only, no seed variance)" in result["measured"]  # one seed each
 
 
 def _seeded(base: np.ndarray, flips: dict[int, int], rng: np.random.Generator) -> dict[int, np.ndarray]:
