@@ -109,6 +109,10 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                 "torch_allocated_mib": mem.get("peak_torch_allocated_mib"),
                 "rss_mib": mem.get("peak_rss_mib"),
                 "tokens_per_s": m.get("tokens_per_s"),
+                # after the first step (its one-off warm-up left out); older records: None
+                "steady_tokens_per_s": m.get("tokens_per_s_after_first_step"),
+                # the machine a timing belongs to: the GPU's name, else the CPU's
+                "machine": (r.get("environment") or {}).get("gpu_name") or (r.get("environment") or {}).get("cpu"),
                 "train_s": m.get("train_seconds"),
                 "total_s": m.get("total_seconds"),
                 "process_s": m.get("process_seconds"),

@@ -319,7 +319,7 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
     quality = quality_evidence(records, variants)
     claims = check_claims(runs[runs["status"] == "ok"], variants, all_records, calibration, quality)
     plots = make_plots(plain_methods(runs), plain_methods(variants), out_dir)  # the documents' methods
-    lora_variants = variants_section(quality, variants, calibration)
+    lora_variants = variants_section(quality, variants, calibration, runs)
     cond = conditions(records)
     profile_notes = sorted({r["config"].get("profile_note") or "" for r in records} - {""})
     decision, decision_note = decision_table(records, variants, calibration)

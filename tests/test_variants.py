@@ -167,3 +167,28 @@ def test_the_variants_sweep_shares_the_evidence_sets_baselines():
         evidence = load_run_config(compose_config(["+sweeps=evidence", f"method={method}"]))
         variants = load_run_config(compose_config(["+sweeps=variants", f"method={method}"]))
         assert run_key(evidence) == run_key(variants) and evidence.results_dir == variants.results_dir
+
+
+def test_a_variants_time_per_step_compares_the_fastest_run_of_each_on_one_machine():
+    """Work beside a run only slows it: of each label the fastest run on a machine stands for its time per step,
+    and runs on another machine never enter the ratio (a Xeon's LoRA against an EPYC's DoRA is not DoRA's cost)."""
+    import pandas as pd
+
+    from harness.lora_variants import step_time_ratio
+
+    rows = [("lora-r16", "EPYC", 100.0), ("lora-r16", "EPYC", 60.0), ("lora-r16", "Xeon", 300.0),
+            ("dora-r16", "EPYC", 50.0), ("dora-r16", "EPYC", 40.0), ("pissa-r16", "Xeon", 290.0)]  # fmt: skip
+    runs = pd.DataFrame(
+        [
+            {"label": label, "machine": machine, "steady_tokens_per_s": tps, "tokens_per_s": tps / 2, "status": "ok"}
+            for label, machine, tps in rows
+        ]  # fmt: skip
+    )
+    assert step_time_ratio(runs, "dora-r16", "lora-r16") == "2.00x (EPYC; fastest of 2 / 2 runs)"
+    assert step_time_ratio(runs, "pissa-r16", "lora-r16") == "1.03x (Xeon; fastest of 1 / 1 runs)"
+    lora_on_epyc_only = runs[(runs["label"] != "lora-r16") | (runs["machine"] == "EPYC")]
+    assert (
+        step_time_ratio(lora_on_epyc_only, "pissa-r16", "lora-r16")
+        == "- (no run of lora-r16 on the machine pissa-r16 ran on)"
+    )
+    assert step_time_ratio(runs, "dora-r16", None) == "-"
