@@ -23,6 +23,8 @@ AT_SCALE = Setting(method="lora", batch=4, seq_len=1024)
 
 
 def _gap_text(rows: pd.DataFrame, metric: str) -> str:
+    if rows.empty:  # no plain twin with per-example results (a table without columns, too)
+        return "-"
     row = rows[rows["metric"] == metric]
     if row.empty:
         return "-"

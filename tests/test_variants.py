@@ -192,3 +192,18 @@ def test_a_variants_time_per_step_compares_the_fastest_run_of_each_on_one_machin
         == "- (no run of lora-r16 on the machine pissa-r16 ran on)"
     )
     assert step_time_ratio(runs, "dora-r16", None) == "-"
+
+
+def test_a_sweep_of_variants_alone_still_gets_its_report(tmp_path):
+    """`+sweeps=variants method=dora,pissa`: the sweep's own report holds no plain LoRA run (the twins ran in
+    another sweep), so the variants' section has no pair to show; it says so rather than failing (the sweep's end
+    callback raised KeyError 'metric' on this, and the report was not written)."""
+    from harness.report import write_report
+
+    folder = ROOT / "results" / "published" / "cpu-evidence" / "smollm2-135m-extraction"
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*_dora-r16_*.json"))[:1]]
+    assert records, "the committed DoRA evidence record"
+    write_report(records, tmp_path, title="variants alone")
+    md = (tmp_path / "report.md").read_text()
+    section = md[md.index("## LoRA variants against plain LoRA") : md.index("## Learning curves")]
+    assert "| dora-r16 " in section and "no plain twin with per-example results" in section
