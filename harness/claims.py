@@ -676,18 +676,22 @@ def variant_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dic
             f"two or more seeds of {', '.join(dict.fromkeys(no_seeds))} and of the plain LoRA each is paired with "
             "(with one seed the gap's error leaves the seeds' variance out)"
         )
-    rule = (
-        f"holds where the 95 % interval lies above 0 (partly: above 0 but below the claimed {gain:g} points), does "
-        f"not hold where it reaches 0 and its upper end is below {gain:g} points"
-        if params["expect"] == "gain"
-        else f"holds where the 95 % interval lies within ±{tie:g} points, does not hold where it excludes 0"
-    )
+    if params["expect"] != "gain":
+        rule = f"holds where the 95 % interval lies within ±{tie:g} points, does not hold where it excludes 0"
+    elif gain > 0:
+        rule = (
+            f"holds where the 95 % interval lies above 0 (partly: above 0 but below the claimed {gain:g} points), "
+            f"does not hold where it reaches 0 and its upper end is below {gain:g} points"
+        )
+    else:  # "scores higher", no size claimed
+        rule = "holds where the 95 % interval lies above 0, does not hold where it lies below 0"
     labels = list(rows["a"]) + list(rows["b"])
     return _decide(
         "paired gap over plain LoRA of the same rank and base: " + "; ".join(parts),
         _combine(verdicts),
         f"{rule}; per metric (exact match, field accuracy); measured "
-        f"{quality.budget_text(list(dict.fromkeys(labels)))}. On this task and model, not the claim's own.",
+        f"{quality.budget_text(list(dict.fromkeys(labels)))}. On this task and model, not the claim's own."
+        + (f" {params['note']}" if params.get("note") else ""),
         missing,
     )
 
