@@ -652,7 +652,7 @@ def variant_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dic
     if rows.empty:
         missing.append(f"per-example results of {variant} and plain LoRA of its rank on the same test examples")
         return _decide("-", INCONCLUSIVE, "the gap is computed example by example", missing)
-    parts, verdicts, no_seeds = [], [], []
+    parts, verdicts, no_seeds, undecided = [], [], [], []
     gain, tie = float(params.get("min_gain_points", 0)), float(params.get("tie_points", 0))
     for _, row in rows.iterrows():
         g, h = 100 * float(row["gap"]), 100 * float(row["half_width"])
@@ -668,6 +668,18 @@ def variant_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dic
         verdicts.append(verdict)
         parts.append(
             f"{row['a']} - {row['b']} {row['metric']}: {g:+.1f} ± {h:.1f} points ({verdict}; seeds {row['seeds']})"
+        )
+        if verdict == INCONCLUSIVE and row["seed_variance"]:
+            undecided.append((f"{row['a']} {row['metric']} ±{h:.1f}", f"{row['seeds']}", float(row["df"])))
+    if undecided and _combine(verdicts) == INCONCLUSIVE and not no_seeds:
+        few = [u for u in undecided if u[2] < 10]
+        missing.append(
+            (
+                f"more seeds: the seeds' variance is estimated from seeds {few[0][1]} (t with {few[0][2]:.1f} df)"
+                if few
+                else "more test examples or seeds"
+            )
+            + f", and the 95 % intervals ({', '.join(u[0] for u in undecided)} points) reach across the claim's bounds"
         )
     if not verdicts:
         missing.append("scores above 0 for a variant or its plain LoRA (training too short to compare)")

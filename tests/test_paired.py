@@ -290,6 +290,13 @@ def test_a_variant_claim_is_decided_on_its_paired_gap_with_the_seeds_variance(
     result = claims.variant_gap(runs, variants, params)
     assert result["verdict"] == verdict, result
     assert "dora-r16 - lora-r16 exact match" in result["measured"] and "field accuracy" in result["measured"]
+    # two seeds whose gaps differ a lot: inconclusive, and the why asks for seeds, naming the df
+    wide = {0: 10, 1: 90}
+    two = _examples({"lora-r16": _seeded(base, {0: 0, 1: 1}, rng), "dora-r16": _seeded(base, wide, rng)})
+    quality2 = dataclasses.replace(quality, table=comparisons.comparisons(two, variants))
+    result2 = claims.variant_gap(runs, variants, {**params, "_quality": quality2})
+    assert result2["verdict"] == claims.INCONCLUSIVE, result2
+    assert "missing: more seeds: the seeds' variance is estimated from seeds 0,1 (t with" in result2["why"]
     # one seed each: the gap's error leaves the seeds' variance out, so nothing is decided
     one = examples[examples["seed"] == 0]
     quality = dataclasses.replace(quality, table=comparisons.comparisons(one, variants))
