@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from harness.config import cpu_native_bf16
+
 PACKAGES = (
     "torch",
     "transformers",
@@ -64,6 +66,9 @@ def collect(device: str) -> dict:
         "platform": platform.platform(),
         "packages": {p: _version(p) for p in PACKAGES},
         "cpu": _cpu_name(),
+        # two CPUs of one model name can differ in this (AMD EPYCs with and without AVX512-BF16 both read
+        # "AMD EPYC"), and with it in bf16 speed; kept so that timings across records can be told apart
+        "cpu_native_bf16": cpu_native_bf16(),
         "cpu_count": os.cpu_count(),
         "device": device,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # what the sweep launcher gave the job

@@ -54,11 +54,9 @@ def step_time_ratio(runs: pd.DataFrame, variant: str, plain: str | None) -> str:
     if plain is None:
         return "-"
     ok = runs[(runs["status"] == "ok") & runs["label"].isin([variant, plain])].copy()
-    if "steady_tokens_per_s" in ok:
-        ok["tps"] = ok["steady_tokens_per_s"].fillna(ok["tokens_per_s"])
-    else:
-        ok["tps"] = ok["tokens_per_s"]
-    ok = ok[ok["tps"].notna() & ok["machine"].notna()] if "machine" in ok else ok.iloc[0:0]
+    # records from before the steady figure was kept carry only the mean over all steps
+    ok["tps"] = ok["steady_tokens_per_s"].fillna(ok["tokens_per_s"])
+    ok = ok[ok["tps"].notna() & ok["machine"].notna()]
     fastest = ok.groupby(["machine", "label"])["tps"].agg(["max", "size"])
     both = [m for m in fastest.index.get_level_values(0).unique() if len(fastest.loc[m]) == 2]
     if not both:

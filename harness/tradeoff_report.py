@@ -89,7 +89,7 @@ def conditions(records: list[dict]) -> pd.DataFrame:
         ("seeds", values(lambda r: r["config"]["train"]["seed"])),
         (
             "device",
-            values(lambda r: env(r).get("gpu_name") or f"CPU: {env(r).get('cpu')} ({env(r).get('cpu_count')} cores)"),
+            values(_device_text),
         ),
         ("GPU driver / CUDA", values(lambda r: f"{env(r).get('gpu_driver')} / {env(r).get('cuda_runtime')}")),
         ("python", values(lambda r: env(r)["python"])),
@@ -104,6 +104,18 @@ def conditions(records: list[dict]) -> pd.DataFrame:
         ("git", values(lambda r: f"{env(r).get('git_sha', '')[:10]}{' (dirty)' if env(r).get('git_dirty') else ''}")),
     ]
     return pd.DataFrame(rows, columns=["condition", "value"])
+
+
+def _device_text(record: dict) -> str:
+    """The GPU, or the CPU with its cores and (in records that keep them) its native bf16 flags: two CPUs of one
+    model name can differ in those, and with them in speed."""
+    e = record.get("environment") or {}
+    if e.get("gpu_name"):
+        return e["gpu_name"]
+    flags = ""
+    if "cpu_native_bf16" in e:
+        flags = f", native bf16: {' '.join(e['cpu_native_bf16']) or 'none'}"
+    return f"CPU: {e.get('cpu')} ({e.get('cpu_count')} cores{flags})"
 
 
 def _fmt(x: float | None, spec: str = ".3g") -> str:

@@ -489,3 +489,19 @@ def test_a_report_is_written_from_records_missing_any_part_and_says_which(result
     # the complete records say nothing of the kind
     complete = write_report(_records(results), tmp_path / "complete", title="complete")[0].read_text()
     assert "Missing ('-' in the tables)" not in complete
+
+
+def test_the_conditions_tell_two_cpus_of_one_name_apart_by_their_native_bf16():
+    """Two AMD EPYCs, with and without AVX512-BF16, share a model name and differ in speed: the conditions list
+    them apart where records keep the flags, and say nothing of flags for a record from before they were kept."""
+    from harness.tradeoff_report import conditions
+
+    def record(**flags):
+        return {"environment": {"cpu": "AMD EPYC", "cpu_count": 2, "gpu_name": None, **flags}}
+
+    table = conditions([record(cpu_native_bf16=["avx512_bf16"]), record(cpu_native_bf16=[]), record()])
+    device = table.set_index("condition").loc["device", "value"]
+    assert device == (
+        "CPU: AMD EPYC (2 cores, native bf16: avx512_bf16), CPU: AMD EPYC (2 cores, native bf16: none), "
+        "CPU: AMD EPYC (2 cores)"
+    )

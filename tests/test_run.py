@@ -74,6 +74,7 @@ def test_every_method_runs_and_records(records, method):
     assert m["build_seconds"] > 0
     env = r["environment"]
     assert env["packages"]["torch"] and env["packages"]["peft"] and env["python"]
+    assert env["cpu_native_bf16"] == cpu_native_bf16()  # this CPU's flags, to tell two of one model name apart
     saved = json.loads(Path(r["run"]["record_path"]).read_text())
     assert saved["status"] == "ok" and saved["config"]["method"]["name"] == method.split("_")[0]
     steps = [json.loads(line) for line in (Path(r["run"]["record_path"]).parent / r["run"]["steps_log"]).open()]
