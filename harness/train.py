@@ -18,7 +18,6 @@ import shutil
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -225,8 +224,8 @@ def run(cfg: RunConfig) -> dict:
     state = _Run(cfg, device, precision, tokenizer, tokenized, test_rows, sampler, record,
                  scratch_dir("run"))  # fmt: skip
     try:
-        base, load_base = _build_base(state)
-        base, before = _check_base(state, base, load_base)
+        base = _build_base(state)
+        before = _check_base(state, base)
         torch_model = models.apply_method(
             base,
             method=cfg.method,
@@ -256,25 +255,21 @@ def run(cfg: RunConfig) -> dict:
     return _finish(state, started)
 
 
-def _build_base(state: _Run) -> tuple[torch.nn.Module, Callable[[], torch.nn.Module]]:
-    """The base model (and how to load it again), checked against the method; its part of the record."""
+def _build_base(state: _Run) -> torch.nn.Module:
+    """The base model, checked against the method; its part of the record."""
     cfg, record = state.cfg, state.record
     dtype = models.weights_dtype(cfg, state.precision)
     record["run"]["weights_dtype"] = str(dtype).removeprefix("torch.")
-
-    def load_base() -> torch.nn.Module:
-        return models.load_base_model(
-            model=cfg.model,
-            method=cfg.method,
-            cache_dir=cfg.cache_dir,
-            dtype=dtype,
-            device=state.device,
-            seed=cfg.train.seed,
-            attn_implementation=cfg.train.attn_implementation,
-        )
-
     start = time.perf_counter()
-    base = load_base()
+    base = models.load_base_model(
+        model=cfg.model,
+        method=cfg.method,
+        cache_dir=cfg.cache_dir,
+        dtype=dtype,
+        device=state.device,
+        seed=cfg.train.seed,
+        attn_implementation=cfg.train.attn_implementation,
+    )
     # building the base (random weights drawn and quantised, or a checkpoint read) is stated apart in the time
     # table: on the H200 it was 257 s of a 276 s 7B QLoRA job before weights were drawn layer by layer
     state.metrics["build_seconds"] = time.perf_counter() - start
@@ -286,13 +281,14 @@ def _build_base(state: _Run) -> tuple[torch.nn.Module, Callable[[], torch.nn.Mod
     if cfg.train.liger_kernel:
         models.check_liger_supports(base)
     state.metrics["architecture"] = models.describe_architecture(base)
-    return base, load_base
+    return base
 
 
-def _check_base(state: _Run, base: torch.nn.Module, load_base: Callable[[], torch.nn.Module]):
+def _check_base(state: _Run, base: torch.nn.Module) -> dict:
     """The untrained model's score, its loss on general text and (full FT) its latency, before training.
 
-    Returns the base to train (reloaded where checking it changed it) and what evaluation compares against."""
+    Returns what evaluation compares against. Scoring a 4-bit base leaves it as it was
+    (models.keep_4bit_layout_for_training)."""
     cfg, device, metrics = state.cfg, state.device, state.metrics
     start = time.perf_counter()
     evaluate = cfg.eval.enabled
@@ -307,16 +303,8 @@ def _check_base(state: _Run, base: torch.nn.Module, load_base: Callable[[], torc
     latency = (
         {"base": evaluation.run_latency(base, state.tokenizer, state.test_rows, cfg, device)} if timed_before else {}
     )
-    if evaluate and (cfg.eval.base_model or cfg.eval.forgetting_chunks or cfg.eval.latency_prompts):
-        if cfg.method.name == "qlora" and device == "cpu":
-            # On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks each 4-bit weight for an inference
-            # kernel that has no backward the first time the layer runs in eval mode without grad.
-            # QLoRA trained afterwards gets no gradient through the frozen base (measured: SmolLM2
-            # QLoRA loss rose 1.38 -> 1.51 over 60 steps). A fresh load trains correctly.
-            del base
-            base = load_base()
     metrics["base_eval_seconds"] = time.perf_counter() - start
-    return base, {"forgetting": forgetting_before, "latency": latency}
+    return {"forgetting": forgetting_before, "latency": latency}
 
 
 def _train(state: _Run, torch_model: torch.nn.Module) -> Trainer:

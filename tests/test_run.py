@@ -161,21 +161,26 @@ def test_oom_is_recorded_as_oom(make_config, monkeypatch):
 
 
 @pytest.mark.skipif(not cpu_native_bf16(), reason="bitsandbytes repacks 4-bit weights only on CPUs with native bf16")
-def test_qlora_training_is_unchanged_by_scoring_the_base_first(make_config):
-    """bitsandbytes packs 4-bit weights on CPU for a kernel without backward when the base runs in eval mode
-    without grad (base score, forgetting probe); the run must train exactly as one that never runs the base.
+@pytest.mark.parametrize("method", ["qlora", "qdora"])
+def test_4bit_training_is_unchanged_by_evaluating_the_model_on_the_way(make_config, method):
+    """bitsandbytes repacks 4-bit weights on CPU for a kernel without backward when a layer runs in eval mode
+    without grad (the base score, the forgetting probe, each validation pass of the learning curve), and peft's
+    DoRA cannot read the packed weights. A run that evaluates on the way must train exactly as one that never
+    does. Checked to fail with models.keep_4bit_layout_for_training removed, on an AMD EPYC with AVX512-BF16:
+    QLoRA's steps differ from the one after the first validation pass, QDoRA's from the first (the forgetting
+    probe ran before training)."""
 
-    The probed run runs the base itself (the forgetting probe, which no cache answers); the other runs nothing
-    before training. Checked to fail with the fix (the base reloaded after the probes, train.py) removed."""
-
-    def first_steps(probe: bool) -> list[tuple]:
+    def first_steps(evaluated: bool) -> list[tuple]:
         probes = (
-            ["eval.forgetting_chunks=1", "eval.forgetting_chunk_tokens=64"] if probe else ["eval.forgetting_chunks=0"]
+            ["eval.forgetting_chunks=1", "eval.forgetting_chunk_tokens=64", "eval.curve_points=2"]
+            if evaluated
+            else ["eval.forgetting_chunks=0", "eval.curve_points=0"]
         )
-        record = run(make_config("method=qlora", "eval.base_model=false", "eval.latency_prompts=0", *probes,
-                                 f"results_dir={make_config().results_dir}/{probe}"))  # fmt: skip
+        record = run(make_config(f"method={method}", "eval.base_model=false", "eval.latency_prompts=0", *probes,
+                                 f"results_dir={make_config().results_dir}/{evaluated}"))  # fmt: skip
         assert record["status"] == "ok", record["error"]
-        assert ("forgetting" in record["metrics"]) == probe
+        assert ("forgetting" in record["metrics"]) == evaluated
+        assert [p["step"] for p in record["metrics"].get("validation_curve", [])][:2] == ([1, 3] if evaluated else [])
         path = Path(record["run"]["record_path"]).parent / record["run"]["steps_log"]
         return [(s["loss"], s["grad_norm"]) for s in map(json.loads, path.open())]
 
