@@ -29,10 +29,14 @@ def report_kind(record: dict) -> str:
 
 
 def write_report(records: list[dict], out_dir: Path, *, title: str) -> list[Path]:
-    """The report of the newest record's kind, from the folder's records of that kind."""
+    """The report of the newest record's kind, from the folder's records of that kind.
+
+    The folder's plots are drawn afresh: one the records no longer make (its runs withdrawn) does not stay."""
     newest = max(records, key=lambda r: r.get("run", {}).get("finished_at") or "") if records else None
     kind = report_kind(newest) if newest is not None else "tradeoff"
     own = [r for r in records if report_kind(r) == kind]
+    for plot in Path(out_dir).glob("*.png"):
+        plot.unlink()
     if kind == "scale":
         return write_scale_report(own, out_dir, title=title)
     if kind == "bench":

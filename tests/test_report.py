@@ -105,6 +105,16 @@ def test_report_has_every_section_claim_and_plot(results, tmp_path):
     assert page.count("<img alt=") == 6 and page.count("data:image/png;base64,") == 6
 
 
+def test_a_plot_whose_runs_were_withdrawn_leaves_the_report_folder(results, tmp_path):
+    """Regenerating after QLoRA's records are removed: nf4_fp4.png, drawn last time, is gone, not left stale."""
+    out = tmp_path / "report"
+    write_report(_records(results), out, title="all")
+    assert (out / "nf4_fp4.png").is_file()
+    md = write_report([r for r in _records(results) if r["config"]["method"]["name"] != "qlora"], out, title="no 4-bit")
+    assert not (out / "nf4_fp4.png").exists() and "nf4_fp4.png" not in md[0].read_text()
+    assert (out / "memory.png").is_file()
+
+
 def test_records_without_per_example_files_still_make_a_report_that_names_them(results, tmp_path):
     """Records written before per-example files (or with the file gone): the report is written, those runs are in
     no paired comparison and are named; the quality claims say the error is not paired."""
