@@ -245,6 +245,10 @@ class EvalConfig:
     # The learning curve: validation loss at this many evenly spaced steps before the end (the end's is always
     # measured), so a report can say whether a method had stopped improving; 0 turns it off.
     curve_points: int = MISSING
+    # true: a learning-rate search job (sweeps/lr_search.yaml). It measures the validation loss at the end of
+    # training and nothing else: no test scoring, base-model scoring, forgetting, latency or saved artifact. The
+    # rate is chosen on the validation split alone (harness/lr_choice.py), so a search job costs about its training.
+    validation_only: bool = False
 
 
 @dataclass
@@ -453,6 +457,10 @@ def check(cfg: RunConfig) -> RunConfig:
     _require(cfg.eval.forgetting_chunk_tokens > 1, "eval.forgetting_chunk_tokens must be > 1")
     _require(cfg.eval.latency_new_tokens > 0, "eval.latency_new_tokens must be > 0")
     _require(cfg.eval.batch_size > 0, f"eval.batch_size={cfg.eval.batch_size}: must be > 0")
+    _require(
+        cfg.eval.enabled or not cfg.eval.validation_only,
+        "eval.validation_only=true measures the validation loss, but eval.enabled=false turns evaluation off",
+    )
     return cfg
 
 
@@ -640,6 +648,10 @@ def load_run_config(cfg: DictConfig) -> RunConfig:
     with open_dict(cfg):
         cfg.pop("hydra", None)  # Hydra's own node may hold interpolations only a running job can resolve
     plain = OmegaConf.to_container(cfg, resolve=True)
+    # train.learning_rate_scale=tuned: the rate the method's learning-rate search chose (resolved below)
+    tuned = isinstance(plain.get("train"), dict) and plain["train"].get("learning_rate_scale") == TUNED
+    if tuned:
+        plain["train"]["learning_rate_scale"] = 1.0
     try:
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
         run_cfg = OmegaConf.to_object(merged)
@@ -649,7 +661,31 @@ def load_run_config(cfg: DictConfig) -> RunConfig:
     source = run_cfg.model.path or run_cfg.model.hub_id
     if run_cfg.model.source == "hub" and not run_cfg.model.architecture and source:
         run_cfg.model.architecture = architecture_of_source(source)
+    if tuned:
+        run_cfg.train.learning_rate_scale = tuned_learning_rate_scale(run_cfg)
     return check(run_cfg)
+
+
+# The value of train.learning_rate_scale that takes the rate the method's learning-rate search chose.
+TUNED = "tuned"
+
+
+def tuned_learning_rate_scale(cfg: RunConfig) -> float:
+    """The scale that gives the rate chosen by this config's learning-rate search, read from the records under
+    cfg.results_dir (harness/lr_choice.py); a ConfigError, before anything loads, where there is no choice."""
+    from harness.lr_choice import choice_for  # reads records, which import this module
+
+    choice = choice_for(asdict(cfg), cfg.results_dir)
+    if choice is None:
+        raise ConfigError(
+            f"train.learning_rate_scale=tuned: no learning-rate search of {cfg.method.label} in {cfg.results_dir}; "
+            "run it first (python -m harness +sweeps=lr_search with this config's overrides)"
+        )
+    problem = choice.problem()
+    if problem is not None:
+        raise ConfigError(f"train.learning_rate_scale=tuned: {problem}")
+    assert choice.chosen is not None
+    return float(f"{choice.chosen / cfg.method.learning_rate:.6g}")
 
 
 def architecture_of_source(source: str) -> dict[str, Any]:

@@ -74,18 +74,36 @@ LATER_FIELDS = {
     ("method", "use_rslora"): (False,),
     ("method", "init_lora_weights"): ("default",),
     ("method", "loraplus_lr_ratio"): (None,),
+    ("eval", "validation_only"): (False,),
 }
 
 
-def run_key(cfg: RunConfig) -> str:
-    """A short hash of the config that decides the run's measurements."""
-    plain = dataclasses.asdict(cfg)
+def config_key(config: dict, *, without: tuple[tuple[str, str | None], ...] = ()) -> str:
+    """A short hash of a resolved config (a record's `config`, or dataclasses.asdict of a RunConfig) over the
+    fields that decide its measurements, leaving out `without` too: (group, None) drops a whole group,
+    (group, field) one field. A record's key is config_key of its config; a search groups runs by a key without
+    their rate and seed."""
+    plain = json.loads(json.dumps(config, default=str))  # a deep copy, as the hash will see it
     for k in NOT_IN_KEY:
         plain.pop(k, None)
     for (group, name), earlier in LATER_FIELDS.items():
         if plain.get(group, {}).get(name) in earlier:
             plain.get(group, {}).pop(name, None)
+    for group, name in without:
+        if name is None:
+            plain.pop(group, None)
+        else:
+            plain.get(group, {}).pop(name, None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def run_key(cfg: RunConfig) -> str:
+    """A short hash of the config that decides the run's measurements."""
+    return config_key(dataclasses.asdict(cfg))
+
+
+# What a learning-rate search job shares with a test-scored run of the same training: everything but `eval`.
+TRAINING_ONLY = (("eval", None),)
 
 
 def record_stem(cfg: RunConfig) -> str:
@@ -141,10 +159,14 @@ def record_path(cfg: RunConfig) -> Path:
 
 
 def existing_ok_record(cfg: RunConfig) -> dict | None:
-    """The record of this exact config if one exists with status ok: a sweep run again skips it."""
+    """The record of this exact config if one exists with status ok: a sweep run again skips it.
+
+    A learning-rate search job (eval.validation_only) is also done where a test-scored run of the same training
+    (same config but `eval`) has an ok record: that run measured the same validation loss at the end, so the runs
+    already committed count as points of the grid at their rate."""
     path = record_path(cfg)
     if not path.exists():
-        return None
+        return same_training_ok_record(cfg) if cfg.eval.validation_only else None
     try:
         record = read_record(path)
     except (OSError, ValueError) as e:
@@ -154,6 +176,21 @@ def existing_ok_record(cfg: RunConfig) -> dict | None:
         return None
     record["run"]["record_path"] = str(path)
     return record
+
+
+def same_training_ok_record(cfg: RunConfig) -> dict | None:
+    """An ok record under cfg.results_dir that trained exactly as cfg does and measured the validation loss at its
+    end (any `eval` settings), or None."""
+    wanted = config_key(dataclasses.asdict(cfg), without=TRAINING_ONLY)
+    for record in load_records(cfg.results_dir, quiet=True):
+        if (
+            record.get("status") == "ok"
+            and record.get("metrics", {}).get("eval_loss") is not None
+            and config_key(record["config"], without=TRAINING_ONLY) == wanted
+        ):
+            record["run"]["record_path"] = record["_path"]
+            return record
+    return None
 
 
 def new_record(cfg: RunConfig, *, started_at: str, environment: dict, **run: object) -> dict:
@@ -201,22 +238,24 @@ def is_record(obj: object) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("run"), dict) and "status" in obj and "config" in obj
 
 
-def load_records(results_dir: str | Path, *, recursive: bool = False) -> list[dict]:
+def load_records(results_dir: str | Path, *, recursive: bool = False, quiet: bool = False) -> list[dict]:
     """Every finished record under results_dir (temporary and step-log files are skipped); `recursive` also
     reads its sub-folders (results/<model>/<dataset>/...).
 
     A file that is not a readable record (truncated by a crash, another tool's JSON) is skipped with one
-    warning naming it, so one damaged file does not stop a report or `budget`."""
+    warning naming it (none when `quiet`), so one damaged file does not stop a report or `budget`."""
     pattern = "**/*.json" if recursive else "*.json"
     records = []
     for path in sorted(Path(results_dir).glob(pattern)):
         try:
             record = read_record(path)
         except (OSError, ValueError) as e:
-            log.warning("skipping %s: not a readable run record (%s)", path, e)
+            if not quiet:
+                log.warning("skipping %s: not a readable run record (%s)", path, e)
             continue
         if not is_record(record):
-            log.warning("skipping %s: a JSON file but not a run record (no run, config and status)", path)
+            if not quiet:
+                log.warning("skipping %s: a JSON file but not a run record (no run, config and status)", path)
             continue
         records.append(record)
     return records

@@ -291,7 +291,8 @@ def _check_base(state: _Run, base: torch.nn.Module) -> dict:
     (models.keep_4bit_layout_for_training)."""
     cfg, device, metrics = state.cfg, state.device, state.metrics
     start = time.perf_counter()
-    evaluate = cfg.eval.enabled
+    # a learning-rate search job measures the validation loss alone: nothing about the base is needed
+    evaluate = cfg.eval.enabled and not cfg.eval.validation_only
     if evaluate and cfg.eval.base_model:
         dtype = models.weights_dtype(cfg, state.precision)
         metrics["base_score"] = evaluation.base_score(base, state.tokenizer, state.test_rows, cfg, device, dtype)
@@ -387,6 +388,10 @@ def _evaluate(state: _Run, trainer: Trainer, torch_model: torch.nn.Module, befor
     if "validation_curve" in metrics:  # its last point: the end of training, on the same validation examples
         metrics["validation_curve"].append({"step": metrics["steps"], "eval_loss": eval_out["eval_loss"]})
     metrics["eval_perplexity"] = math.exp(eval_out["eval_loss"]) if eval_out["eval_loss"] < 50 else None
+    if cfg.eval.validation_only:  # a learning-rate search job: chosen on this loss, never on the test examples
+        metrics["eval_parts_seconds"] = parts
+        metrics["eval_seconds"] = sum(parts.values())
+        return
     with _timed(parts, "test_generation"):
         metrics["score"] = evaluation.run_score(torch_model, tokenizer, test_rows, cfg, device)
     state.examples["examples"] = metrics["score"].pop("examples")
