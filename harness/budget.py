@@ -104,9 +104,19 @@ def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, tuple
     named as another model's. Records of a reduced (smoke) profile are never a measured quality: a few steps
     and a handful of test examples say nothing about what a method costs."""
     from harness.frames import runs_frame, score_se
+    from harness.lr_report import select_runs
 
     scored = [r for r in records if r.get("status") == "ok" and r.get("metrics", {}).get("score")]
     ok = [r for r in scored if r.get("config", {}).get("profile_name", "full") == "full"]
+    # each method at its chosen learning rate where a search chose one (lr_report.py); else said in the note
+    selection = select_runs(ok, records)
+    ok = selection.compared
+    rates = (
+        "each method at its own learning rate, chosen on validation data"
+        if selection.tuned
+        else "learning rates NOT tuned (each method at its config's rate: the gap measures the rates as much as "
+        "the methods)"
+    )
     if not ok:
         if scored:
             profiles = sorted({r["config"].get("profile_name") for r in scored})
@@ -124,7 +134,7 @@ def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, tuple
         paired = _paired_quality_costs([r for r in ok if r["config"]["model"]["name"] == name], sub)
         if paired is not None:
             gaps, how = paired
-            return gaps, f"measured on {name}, {whose}: {how}"
+            return gaps, f"measured on {name}, {whose}: {how}; {rates}"
         metric = "score" if sub["score"].fillna(0).max() > 0 else "field_acc"
         groups = sub.groupby("family")
         means, counts = groups[metric].mean(), groups["n_test"].sum()
@@ -137,7 +147,7 @@ def quality_costs(records: list[dict], model_name: str) -> tuple[dict[str, tuple
         what = "exact match" if metric == "score" else "field accuracy (exact match 0 everywhere)"
         return gaps, (
             f"measured on {name}, {whose}: {len(sub)} full-profile runs, points of {what} below full FT, ± two "
-            "standard errors, unpaired (the records have no per-example results)"
+            f"standard errors, unpaired (the records have no per-example results); {rates}"
         )
     return {}, "no full-profile sweep with full FT in the results folder"
 

@@ -26,6 +26,7 @@ from harness.presets import architecture_of
 
 if TYPE_CHECKING:
     from harness import memory_model as mm
+    from harness.lr_report import RateSelection
 
 CLAIMS_FILE = Path(__file__).resolve().parent / "claims.yaml"
 
@@ -639,8 +640,9 @@ def variant_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dic
     spread, so a gap with no seed variance decides nothing."""
     from harness.comparisons import VARIANT_VS_PLAIN
 
-    variant = params["variant"]
-    mine = variants[variants["adapter_variant"].fillna("") == variant] if "adapter_variant" in variants else variants
+    names = params["variant"] if isinstance(params["variant"], list) else [params["variant"]]
+    variant = ", ".join(names)
+    mine = variants[variants["adapter_variant"].fillna("").isin(names)] if "adapter_variant" in variants else variants
     if mine.empty:
         return _result("-", UNTESTABLE, f"needs a {variant} run and a plain LoRA run of its rank on the same data")
     quality = params.get("_quality")
@@ -661,6 +663,8 @@ def variant_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dic
         if float(row["a score"]) == 0 and float(row["b score"]) == 0:
             parts.append(f"{row['a']} - {row['b']} {row['metric']}: both scored 0, nothing to compare")
             continue
+        if params.get("tie_pct") is not None:  # a tie relative to plain LoRA's score ("within 1-2 %")
+            tie = float(params["tie_pct"]) * float(row["b score"])
         if params["expect"] == "gain":
             verdict = (HOLDS if g + h >= gain else PARTLY) if g - h > 0 else FAILS if g + h < gain else INCONCLUSIVE
         else:
@@ -688,7 +692,12 @@ def variant_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dic
             f"two or more seeds of {', '.join(dict.fromkeys(no_seeds))} and of the plain LoRA each is paired with "
             "(with one seed the gap's error leaves the seeds' variance out)"
         )
-    if params["expect"] != "gain":
+    if params["expect"] != "gain" and params.get("tie_pct") is not None:
+        rule = (
+            f"holds where the 95 % interval lies within ±{params['tie_pct']:g} % of plain LoRA's score, does not "
+            "hold where it excludes 0"
+        )
+    elif params["expect"] != "gain":
         rule = f"holds where the 95 % interval lies within ±{tie:g} points, does not hold where it excludes 0"
     elif gain > 0:
         rule = (
@@ -708,8 +717,57 @@ def variant_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dic
     )
 
 
+def lr_ratio(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
+    """The ratio of LoRA's chosen learning rate to full FT's, each chosen by its search on validation data. A
+    choice on a grid is known to within the grid's step around it, so the ratio lies within the product of the
+    two steps either way: holds where that whole range lies inside [low, high], does not hold where it lies
+    wholly outside, inconclusive otherwise (a finer grid around both choices would decide it)."""
+    rates = params.get("_rates")
+    found = rates.choices if rates is not None else {}
+    label = params.get("method_label", "lora-r16")
+    full = [c for c in found.values() if c.method_label == "full" and len(c.points) > 1]
+    lora = [c for c in found.values() if c.method_label == label and len(c.points) > 1]
+    low, high = float(params["low"]), float(params["high"])
+    rule = (
+        f"holds where the ratio, widened by the grid's steps around both choices, lies within {low:g}x-{high:g}x; "
+        "does not hold where it lies wholly outside"
+    )
+    if len(full) != 1 or len(lora) != 1:
+        return _result("-", INCONCLUSIVE, f"missing: learning-rate searches of full FT and {label} "
+                       "(+sweeps=lr_search) under the same conditions. " + rule)  # fmt: skip
+    problems = [c.problem() for c in (full[0], lora[0]) if c.chosen is None]
+    if problems:
+        return _result("-", INCONCLUSIVE, "missing: " + "; ".join(p for p in problems if p) + ". " + rule)
+    f, lo = full[0], lora[0]
+    ratio = lo.chosen / f.chosen
+    spread = (f.neighbour_ratio or 2.0) ** 0.5 * (lo.neighbour_ratio or 2.0) ** 0.5
+    below, above = ratio / spread, ratio * spread
+    verdict = HOLDS if low <= below and above <= high else FAILS if above < low or below > high else INCONCLUSIVE
+    why = (
+        f"{rule}; each choice is the lowest validation loss on its grid, both at the training budget the conditions "
+        "state. On this task and model, LoRA with alpha = 2r."
+    )
+    if verdict == INCONCLUSIVE:
+        why = (
+            f"missing: a grid finer than {spread**2:.2g}x around the two choices (the range straddles the band). {why}"
+        )
+    return _result(
+        f"{label} {lo.chosen:.3g} / full FT {f.chosen:.3g} = {ratio:.3g}x "
+        f"(within the grids: {below:.3g}x-{above:.3g}x)",
+        verdict,
+        why,
+    )
+
+
 # The checks that read LoRA's variants; the others see full FT, LoRA and QLoRA as such (frames.plain_methods).
 VARIANT_CHECKS = {"variant_gap"}
+# The checks that compare scores: no verdict from runs whose learning rates were not tuned (lr_report.py).
+QUALITY_CHECKS = {"score_gap", "rank_quality", "nf4_vs_fp4", "variant_gap"}
+NOT_TUNED = (
+    "Learning rates not tuned: each method ran at its config's rate, none chosen by a search on validation data, "
+    "so the gap measures the rates as much as the methods; no verdict until the rates are searched "
+    "(+sweeps=lr_search, then train.learning_rate_scale=tuned)."
+)
 
 CHECKS: dict[str, Callable[[pd.DataFrame, pd.DataFrame, dict], dict]] = {
     f.__name__: f
@@ -725,6 +783,7 @@ CHECKS: dict[str, Callable[[pd.DataFrame, pd.DataFrame, dict], dict]] = {
         merge_latency,
         grad_accum,
         variant_gap,
+        lr_ratio,
     )
 }
 
@@ -735,13 +794,20 @@ def check_claims(
     records: list[dict] | None = None,
     calibration: mm.Calibrations | None = None,
     quality: QualityEvidence | None = None,
+    rates: RateSelection | None = None,
 ) -> pd.DataFrame:
     """One row per claim: id, claim, source, measured, verdict, why. `records` (GPU ones) calibrate the memory
     model (unless `calibration` is given) and stand as measurements for the claims at scale; `quality` (the
-    paired comparisons of the compared records) decides the quality claims."""
+    paired comparisons of the compared records) decides the quality claims, and `rates` (which runs are at their
+    chosen learning rate, lr_report.py) whether they may: runs whose rates were not tuned give no verdict."""
 
     records = records or []
-    extra = {"_records": records, "_calibration": calibration or calibrate(records), "_quality": quality}
+    extra = {
+        "_records": records,
+        "_calibration": calibration or calibrate(records),
+        "_quality": quality,
+        "_rates": rates,
+    }
     return _claim_rows(load_claims()["claims"], runs, variants, extra)
 
 
@@ -765,6 +831,9 @@ def _claim_rows(claims: list[dict], runs: pd.DataFrame, variants: pd.DataFrame, 
             variants if on_variants else plain_variants,
             {**claim.get("params", {}), **extra},
         )
+        rates = extra.get("_rates")
+        if claim["check"] in QUALITY_CHECKS and rates is not None and not rates.tuned:
+            result = _result(result["measured"], INCONCLUSIVE, f"{NOT_TUNED} {result['why']}")
         rows.append(
             {"id": claim["id"], "claim": claim["claim"], "source": claim["source"], "needs": claim["needs"], **result}
         )

@@ -249,6 +249,12 @@ class EvalConfig:
     # training and nothing else: no test scoring, base-model scoring, forgetting, latency or saved artifact. The
     # rate is chosen on the validation split alone (harness/lr_choice.py), so a search job costs about its training.
     validation_only: bool = False
+    # Score a trained (unquantised) adapter merged into its base, unmerged again afterwards: the same function,
+    # without the adapter's extra matmuls at every decoding step (DoRA's recomputed weight norm among them); a
+    # 4-bit base is never merged (that would requantise it). check_merged_scoring also scores it unmerged and
+    # records how many predictions differ (harness/train.py), the check behind this default.
+    merge_for_scoring: bool = True
+    check_merged_scoring: bool = False
 
 
 @dataclass

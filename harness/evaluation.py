@@ -283,6 +283,20 @@ def run_score(torch_model, tokenizer, test_rows, cfg: RunConfig, device: str, la
     )
 
 
+def compare_predictions(merged: list[dict], unmerged: list[dict], unmerged_score: dict) -> dict:
+    """Merged against unmerged scoring of one trained adapter, example by example: how many predictions differ,
+    which, and the unmerged scores (eval.check_merged_scoring)."""
+    differ = [a["id"] for a, b in zip(merged, unmerged, strict=True) if a["prediction"] != b["prediction"]]
+    return {
+        "n": len(merged),
+        "predictions_differ": len(differ),
+        "differing_ids": differ[:50],
+        "unmerged_exact_match": unmerged_score.get("exact_match"),
+        "unmerged_field_accuracy": unmerged_score.get("field_accuracy"),
+        "unmerged_seconds": unmerged_score.get("generation", {}).get("seconds"),
+    }
+
+
 def base_score_key(cfg: RunConfig, device: str, dtype: torch.dtype) -> str:
     """What the untrained model's score depends on: model, data, scoring settings, dtype and quantisation."""
     m = cfg.method

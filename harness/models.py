@@ -366,3 +366,29 @@ def adapter_input_casting(torch_model: torch.nn.Module, cfg: RunConfig) -> conte
     from peft.helpers import disable_input_dtype_casting
 
     return disable_input_dtype_casting(torch_model, active=not cfg.train.adapter_input_cast)
+
+
+@contextlib.contextmanager
+def merged_for_scoring(torch_model: torch.nn.Module, cfg: RunConfig, dtype: torch.dtype):
+    """The trained adapter merged into its base for the block (yields True), unmerged after; yields False where it
+    stays unmerged: full FT (no adapter), a 4-bit base (merging would requantise it), a base held in a half dtype
+    (the merged weight would be rounded to it, which the unmerged adapter is not), or eval.merge_for_scoring=false.
+
+    Why: unmerged, every adapted layer adds two matmuls per decoding step (DoRA also its weight norm), which made
+    scoring the larger half of a CPU job; merged in fp32 it is the same function (tests/test_run.py checks the
+    predictions example by example)."""
+    merge = (
+        cfg.eval.merge_for_scoring
+        and cfg.method.name != "full"
+        and cfg.method.quant_type is None
+        and dtype == torch.float32
+        and hasattr(torch_model, "merge_adapter")
+    )
+    if not merge:
+        yield False
+        return
+    torch_model.merge_adapter()
+    try:
+        yield True
+    finally:
+        torch_model.unmerge_adapter()

@@ -75,6 +75,10 @@ LATER_FIELDS = {
     ("method", "init_lora_weights"): ("default",),
     ("method", "loraplus_lr_ratio"): (None,),
     ("eval", "validation_only"): (False,),
+    # records before it scored adapters unmerged: the field left out of their key, so they still resume; new runs
+    # (merged by default) get keys of their own
+    ("eval", "merge_for_scoring"): (False,),
+    ("eval", "check_merged_scoring"): (False,),
 }
 
 

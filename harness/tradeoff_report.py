@@ -27,6 +27,7 @@ from harness.frames import (
     variants_frame,
 )
 from harness.lora_variants import variants_section
+from harness.lr_report import is_search_record, lr_plot, lr_section, select_runs
 from harness.memory_model import Calibrations, Setting
 from harness.plots import make_plots
 from harness.report_page import GENERATED, html_head, inline_image
@@ -292,7 +293,14 @@ def condition_key(record: dict) -> dict:
     cfg = {k: v for k, v in record.get("config", {}).items() if k not in _NOT_CONDITIONS}
     flat = _flatten(cfg)
     flat.pop("train.seed", None)
+    # each method's rate is its own (chosen by a search, lr_report.py), so the rate is no condition either
+    flat.pop("train.learning_rate_scale", None)
     return flat
+
+
+def _training_conditions(record: dict) -> dict:
+    """condition_key without the scoring settings: what a search job shares with the test-scored runs."""
+    return {k: v for k, v in condition_key(record).items() if not k.startswith("eval.")}
 
 
 def split_by_conditions(records: list[dict]) -> tuple[list[dict], str]:
@@ -322,14 +330,20 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
     folder's, scale-sweep GPU records included) calibrate the memory model and stand for claims at scale."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records, left_out = split_by_conditions(records)
+    scored, left_out = split_by_conditions([r for r in records if not is_search_record(r)])
+    conditions_of = [_training_conditions(r) for r in scored]
+    searches = [r for r in records if is_search_record(r) and (not scored or _training_conditions(r) in conditions_of)]
+    if not scored:
+        return write_search_report(searches, out_dir, title=title)
+    selection = select_runs(scored, scored + searches)
+    records = selection.compared
     runs = runs_frame(records)
     variants = variants_frame(runs)
     if not variants.empty:  # records trained with eval.enabled=false have no score: NaN ("nan" in the tables)
         variants = variants.assign(**{c: pd.to_numeric(variants[c], errors="coerce") for c in ("score", "field_acc")})
     calibration = calibrate(all_records)  # scale-sweep GPU records, if the folder has any
     quality = quality_evidence(records, variants)
-    claims = check_claims(runs[runs["status"] == "ok"], variants, all_records, calibration, quality)
+    claims = check_claims(runs[runs["status"] == "ok"], variants, all_records, calibration, quality, rates=selection)
     plots = make_plots(plain_methods(runs), plain_methods(variants), out_dir)  # the documents' methods
     lora_variants = variants_section(quality, variants, calibration, runs)
     cond = conditions(records)
@@ -337,9 +351,13 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
     decision, decision_note = decision_table(records, variants, calibration)
     missing = missing_parts(records)
     missing_note = f" Missing ('-' in the tables): {'; '.join(missing)}." if missing else ""
+    lr_plot_path = lr_plot(selection.choices, out_dir)
+    if lr_plot_path is not None:
+        plots = {"learning_rates": lr_plot_path, **plots}
     sections = [
         ("Which method fits which GPU", decision if not decision.empty else None, decision_note),
         ("Answer", None, _answer(variants)),
+        ("Learning rates: each method at its own, chosen on validation data", *lr_section(selection, scored, searches)),
         ("Quality, example by example: paired gaps", *_paired_section(quality)),
         *([("LoRA variants against plain LoRA", *lora_variants)] if lora_variants else []),
         ("Learning curves: had the methods stopped improving?", *curve_table(records)),
@@ -410,3 +428,22 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
     html_path = out_dir / "report.html"
     html_path.write_text("\n".join(h), encoding="utf-8")
     return [md_path, html_path]
+
+
+def write_search_report(searches: list[dict], out_dir: Path, *, title: str) -> list[Path]:
+    """The report of a learning-rate search alone (no test-scored runs among the records): its table and figure."""
+    selection = select_runs([], searches)
+    table, text = lr_section(selection, [], searches)
+    plot = lr_plot(selection.choices, out_dir)
+    md = [f"# {title}", "", GENERATED, "", "## Learning-rate search", "", text, ""]
+    h = [*html_head(title), "<h2>Learning-rate search</h2>", f"<p>{html.escape(text).replace('**', '')}</p>"]
+    if table is not None:
+        md += [table.to_markdown(index=False), ""]
+        h.append(table.to_html(index=False, escape=True, border=0))
+    if plot is not None:
+        md += [f"![learning_rates]({plot.name})", ""]
+        h.append(inline_image("learning_rates", plot))
+    h.append("</body></html>")
+    (out_dir / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    (out_dir / "report.html").write_text("\n".join(h), encoding="utf-8")
+    return [out_dir / "report.md", out_dir / "report.html"]

@@ -392,9 +392,17 @@ def _evaluate(state: _Run, trainer: Trainer, torch_model: torch.nn.Module, befor
         metrics["eval_parts_seconds"] = parts
         metrics["eval_seconds"] = sum(parts.values())
         return
-    with _timed(parts, "test_generation"):
+    dtype = models.weights_dtype(cfg, state.precision)
+    with _timed(parts, "test_generation"), models.merged_for_scoring(torch_model, cfg, dtype) as merged:
         metrics["score"] = evaluation.run_score(torch_model, tokenizer, test_rows, cfg, device)
+    metrics["score"]["adapter_merged"] = merged
     state.examples["examples"] = metrics["score"].pop("examples")
+    if merged and cfg.eval.check_merged_scoring:
+        with _timed(parts, "unmerged_check"):
+            unmerged = evaluation.run_score(torch_model, tokenizer, test_rows, cfg, device, label="scoring unmerged")
+        metrics["merged_scoring_check"] = evaluation.compare_predictions(
+            state.examples["examples"], unmerged.pop("examples"), unmerged
+        )
     if before["forgetting"] is not None:
         with _timed(parts, "forgetting"):
             after = evaluation.forgetting_loss(torch_model, tokenizer, cfg, device)

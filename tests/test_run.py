@@ -484,3 +484,21 @@ def test_the_committed_records_keep_their_keys_under_todays_config():
         cfg = load_run_config(compose_config(["+sweeps=tradeoff", "profile=cpu_quick",
                                               f"method={method[r['run']['method_label']]}", *then]))  # fmt: skip
         assert run_key(cfg) == r["run"]["key"], r["run"]["method_label"]
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "qlora"])
+def test_a_trained_adapter_is_scored_merged_with_the_same_predictions(make_config, method):
+    """Scoring merged (eval.merge_for_scoring, the default) gives the predictions scoring unmerged gives, example
+    by example; a 4-bit base is never merged (that would requantise it)."""
+    record = run(make_config(f"method={method}", "eval.check_merged_scoring=true", "eval.latency_prompts=0",
+                             "eval.forgetting_chunks=0", "train.precision=fp32"))  # fmt: skip
+    assert record["status"] == "ok", record["error"]
+    m = record["metrics"]
+    if method == "qlora":
+        assert m["score"]["adapter_merged"] is False and "merged_scoring_check" not in m
+        return
+    check = m["merged_scoring_check"]
+    assert m["score"]["adapter_merged"] is True and check["n"] == m["score"]["n"] > 0
+    assert check["predictions_differ"] == 0, check
+    assert check["unmerged_exact_match"] == m["score"]["exact_match"]
+    assert "unmerged_check" in m["eval_parts_seconds"]

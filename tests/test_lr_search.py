@@ -1,0 +1,211 @@
+"""The learning-rate search: the rate is chosen on validation loss alone (never the test examples), an optimum at
+the grid's edge is no choice, search jobs score nothing on the test examples, committed runs count as grid points,
+the sweeper adds the rates an edge needs, and the report compares each method at its chosen rate."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+
+from harness import claims
+from harness.config import ConfigError, load_run_config
+from harness.lr_choice import choices, search_group
+from harness.lr_report import OFF_RATE, TUNED, UNTUNED, rate_status, select_runs
+from harness.results import (
+    existing_ok_record,
+    load_records,
+    new_record,
+    record_path,
+    write_json_atomic,
+)
+from harness.train import run
+
+from .conftest import FAST, compose_config
+
+
+def _record(cfg, eval_loss: float | None, exact_match: float | None = None, status: str = "ok") -> dict:
+    """A record of `cfg` as a run writes it, with the figures the choice and the comparisons read."""
+    record = new_record(
+        cfg,
+        started_at="2026-12-06T00:00:00+00:00",
+        environment={},
+        learning_rate=cfg.method.learning_rate * cfg.train.learning_rate_scale,
+    )
+    record["status"] = status
+    record["metrics"] = {"eval_loss": eval_loss}
+    if exact_match is not None:
+        record["metrics"]["score"] = {"exact_match": exact_match, "n": 4}
+    record["run"]["record_path"] = str(record_path(cfg))
+    return record
+
+
+def _grid(make_config, method: str, losses: dict[float, float], *, search: bool = True, seed: int = 0) -> list[dict]:
+    """One method's search records (validation only) at the given scales, written under the test's results_dir."""
+    records = []
+    for scale, loss in losses.items():
+        extra = ["eval.validation_only=true"] if search else []
+        cfg = make_config(f"method={method}", f"train.learning_rate_scale={scale}", f"train.seed={seed}", *extra)
+        record = _record(cfg, loss, None if search else 0.5)
+        write_json_atomic(record_path(cfg), record)
+        records.append(record)
+    return records
+
+
+def test_the_chosen_rate_never_depends_on_test_examples(make_config):
+    searched = _grid(make_config, "lora", {0.5: 0.08, 1: 0.05, 2: 0.04, 4: 0.06})
+    # test-scored runs at two of the rates: their scores and predictions say the opposite of validation loss
+    scored = []
+    for scale, loss, em in ((1, 0.05, 0.9), (2, 0.04, 0.1)):
+        cfg = make_config("method=lora", f"train.learning_rate_scale={scale}")
+        record = _record(cfg, loss, em)
+        record["metrics"]["score"]["samples"] = [{"prediction": "a", "reference": "a"}]
+        scored.append(record)
+    before = choices(searched + scored)
+    (choice,) = before.values()
+    assert choice.chosen == pytest.approx(2 * 5e-4) and choice.edge is None and choice.settled is False  # 4 rates
+    # every test prediction and score changed: no choice changes, and the run at the chosen rate stays the tuned one
+    flipped = copy.deepcopy(scored)
+    for record in flipped:
+        record["metrics"]["score"] = {"exact_match": 1 - record["metrics"]["score"]["exact_match"], "n": 4,
+                                      "samples": [{"prediction": "b", "reference": "a"}]}  # fmt: skip
+    after = choices(searched + flipped)
+    assert {g: (c.chosen, c.points) for g, c in after.items()} == {g: (c.chosen, c.points) for g, c in before.items()}
+    assert [rate_status(r, after) for r in flipped] == [OFF_RATE, TUNED]
+    assert [rate_status(r, before) for r in scored] == [OFF_RATE, TUNED]
+    # train.learning_rate_scale=tuned takes it, read from the records on disk: the test runs use the chosen rate
+    tuned = load_run_config(compose_config([*FAST, "method=lora", "train.learning_rate_scale=tuned",
+                                            f"results_dir={make_config().results_dir}"]))  # fmt: skip
+    assert tuned.train.learning_rate_scale == 2.0
+
+
+def test_an_edge_optimum_is_flagged_and_no_run_takes_it(make_config):
+    _grid(make_config, "full", {1: 0.09, 2: 0.07, 4: 0.05, 8: 0.04, 16: 0.03})
+    (choice,) = choices(load_records(make_config().results_dir)).values()
+    assert choice.best == pytest.approx(16 * 5e-5) and choice.edge == "high" and choice.chosen is None
+    assert choice.rates_to_add() == [pytest.approx(32 * 5e-5)]
+    with pytest.raises(ConfigError, match=r"highest of its grid .* adds 0.0016"):
+        make_config("method=full", "train.learning_rate_scale=tuned")
+    # the lowest rate best: the next one down is what the search adds
+    _grid(make_config, "lora", {1: 0.02, 2: 0.03, 4: 0.05, 8: 0.06, 16: 0.09})
+    lora = next(c for c in choices(load_records(make_config().results_dir)).values() if c.method_label == "lora-r16")
+    assert lora.edge == "low" and lora.rates_to_add() == [pytest.approx(0.5 * 5e-4)]
+
+
+def test_searches_that_choose_nothing_say_why_before_anything_trains(make_config):
+    with pytest.raises(ConfigError, match="no learning-rate search of lora-r16"):
+        make_config("method=lora", "train.learning_rate_scale=tuned")
+    _grid(make_config, "lora", {1: 0.05})
+    with pytest.raises(ConfigError, match="a grid of one rate chooses nothing"):
+        make_config("method=lora", "train.learning_rate_scale=tuned")
+    for scale in (1, 2):
+        cfg = make_config("method=full", f"train.learning_rate_scale={scale}", "eval.validation_only=true")
+        write_json_atomic(record_path(cfg), _record(cfg, None, status="failed"))
+    with pytest.raises(ConfigError, match=r"all 2 search run\(s\) of full failed"):
+        make_config("method=full", "train.learning_rate_scale=tuned")
+    with pytest.raises(ConfigError, match="eval.enabled=false"):
+        make_config("eval.validation_only=true", "eval.enabled=false")
+
+
+def test_a_search_job_measures_validation_loss_and_scores_nothing_on_the_test_examples(make_config):
+    cfg = make_config("method=lora", "eval.validation_only=true", "eval.curve_points=0")
+    record = run(cfg)
+    m = record["metrics"]
+    assert record["status"] == "ok" and m["eval_loss"] > 0
+    assert "score" not in m and "base_score" not in m and "forgetting" not in m and "inference" not in m
+    assert set(m["eval_parts_seconds"]) == {"validation_loss"} and "artifact_bytes" not in m
+    path = record_path(cfg)
+    assert not list(path.parent.glob("*examples.jsonl"))
+    # a test-scored run of the same training stands for the search job at its rate; another seed does not
+    scored_cfg = make_config("method=lora", "train.learning_rate_scale=2")
+    write_json_atomic(record_path(scored_cfg), _record(scored_cfg, 0.04, 0.5))
+    found = existing_ok_record(make_config("method=lora", "train.learning_rate_scale=2", "eval.validation_only=true"))
+    assert found is not None and found["run"]["id"] == record_path(scored_cfg).stem
+    assert existing_ok_record(make_config("method=lora", "train.learning_rate_scale=2", "train.seed=1",
+                                          "eval.validation_only=true")) is None  # fmt: skip
+    assert search_group(json.loads(path.read_text())["config"]) == search_group(found["config"])
+
+
+def test_the_report_compares_runs_at_their_chosen_rates_and_untuned_ones_give_no_verdict(make_config):
+    searched = _grid(make_config, "lora", {1: 0.05, 2: 0.04, 4: 0.06})
+    full = _grid(make_config, "full", {1: 0.05, 2: 0.04})  # its best at the edge: no choice
+    scored = []
+    for method, scale in (("lora", 2), ("lora", 1), ("full", 1)):
+        cfg = make_config(f"method={method}", f"train.learning_rate_scale={scale}", "train.seed=1")
+        scored.append(_record(cfg, 0.05, 0.5))
+    selection = select_runs(scored, scored + searched + full)
+    assert selection.tuned and [r["run"]["method_label"] for r in selection.compared] == ["lora-r16"]
+    assert selection.left_out == {OFF_RATE: ["lora-r16"], UNTUNED: ["full"]}
+    assert "Not compared, their rates never chosen by a search: full" in selection.note()
+    # nothing tuned: everything is compared, and a quality claim gives no verdict whatever its gap
+    untuned = select_runs(scored[2:], scored[2:])
+    assert not untuned.tuned and untuned.compared == scored[2:]
+    runs, variants = _variant_frames([
+        {"label": "full", "method": "full", "score": 0.80},
+        {"label": "lora-r8", "method": "lora", "r": 8, "score": 0.50},
+    ])  # fmt: skip
+    wanted = [c for c in claims.load_claims()["claims"] if c["id"] in ("gap-lora", "trainable")]
+    by_id = claims._claim_rows(wanted, runs, variants, {"_rates": selection}).set_index("id")
+    assert by_id.loc["gap-lora", "verdict"] == claims.FAILS  # 30 points on 2000 examples, each at its chosen rate
+    by_id = claims._claim_rows(wanted, runs, variants, {"_rates": untuned}).set_index("id")
+    assert by_id.loc["gap-lora", "verdict"] == claims.INCONCLUSIVE
+    assert by_id.loc["gap-lora", "why"].startswith("Learning rates not tuned")
+    assert not by_id.loc["trainable", "why"].startswith("Learning rates not tuned")  # not a quality claim
+
+
+def _variant_frames(rows: list[dict]):
+    import pandas as pd
+
+    from harness.frames import variants_frame
+
+    base = {"seed": 0, "status": "ok", "n_test": 2000, "quant_type": None, "r": None, "losses": [],
+            "profile": "full", "device": "cuda", "forgetting_delta": None, "grad_accum": 1,
+            "target_modules": "q_proj", "params_total": 1e8, "artifact_mib": 1.0, "peak_mem_mib": 1000.0,
+            "mem_source": "rss", "tokens_per_s": 100.0, "trainable_pct": 1.0, "double_quant": None}  # fmt: skip
+    runs = pd.DataFrame([{**base, **row} for row in rows])
+    return runs, variants_frame(runs)
+
+
+def test_lr_ratio_claim_reads_the_two_choices(make_config):
+    lora = _grid(make_config, "lora", {2: 0.06, 4: 0.05, 8: 0.04, 16: 0.045, 32: 0.07})  # 4e-3
+    full = _grid(make_config, "full", {1: 0.06, 2: 0.05, 4: 0.04, 8: 0.045, 16: 0.07})  # 2e-4
+    selection = select_runs([], lora + full)
+    result = claims.lr_ratio(None, None, {"_rates": selection, "method_label": "lora-r16", "low": 5, "high": 20})
+    # 4e-3 / 2e-4 = 20x, known to within 2x either way on 2x grids: straddles the band's upper end
+    assert result["measured"].startswith("lora-r16 0.004 / full FT 0.0002 = 20x")
+    assert result["verdict"] == claims.INCONCLUSIVE
+    far = select_runs([], _grid(make_config, "lora", {64: 0.05, 128: 0.04, 256: 0.05}) + full)
+    result = claims.lr_ratio(None, None, {"_rates": far, "method_label": "lora-r16", "low": 5, "high": 20})
+    assert result["verdict"] == claims.FAILS  # 0.064 / 2e-4 = 320x: outside 5-20x whatever the grids
+
+
+def test_the_search_sweep_adds_the_rate_an_edge_needs_and_runs_rates_before_methods(tmp_path, cache_dir):
+    cmd = [
+        sys.executable, "-m", "harness", "+sweeps=lr_search", "hydra/launcher=forked", *FAST,
+        f"results_dir={tmp_path / 'results'}", f"report_dir={tmp_path / 'reports'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}", f"cache_dir={cache_dir}", "train.precision=auto",
+        "method=lora,full", "train.learning_rate_scale=1,4", "hydra.sweeper.max_extensions=1",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = out.stdout + out.stderr
+    # the rate axis outermost: both methods at scale 1 before either at scale 4
+    order = [line.split("#", 1)[1].split(":", 1)[1].split()[:2] for line in log.splitlines() if "] \t#" in line]
+    scale = "train.learning_rate_scale"
+    assert order[:4] == [[f"{scale}=1", "method=lora"], [f"{scale}=1", "method=full"],
+                         [f"{scale}=4", "method=lora"], [f"{scale}=4", "method=full"]]  # fmt: skip
+    records = load_records(tmp_path / "results")
+    assert all(r["config"]["eval"]["validation_only"] and "score" not in r["metrics"] for r in records)
+    first_round = choices([r for r in records if r["config"]["train"]["learning_rate_scale"] in (1, 4)])
+    expected = sorted(rate for c in first_round.values() for rate in c.rates_to_add())
+    added = sorted(r["run"]["learning_rate"] for r in records if r["config"]["train"][scale.split(".")[1]] not in (1, 4))
+    assert added == pytest.approx(expected)
+    assert ("[lr search]" in log) == bool(expected)
+    assert (tmp_path / "reports" / "report.md").read_text().count("Learning-rate search") >= 1
+    # run again: every job is done, and only what the records still need is added (a resumed search extends)
+    still = sum(len(c.rates_to_add()) for c in choices(records).values())
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and len(load_records(tmp_path / "results")) == len(records) + still
