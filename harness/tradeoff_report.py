@@ -32,6 +32,7 @@ from harness.memory_model import Calibrations, Setting
 from harness.plots import make_plots
 from harness.report_page import GENERATED, html_head, inline_image
 from harness.results import NOT_IN_KEY
+from harness.summary import first_screen
 
 
 # Long on purpose: one row per condition the report states, as a list a reader can scan.
@@ -379,11 +380,14 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
         ("Other model sizes: which GPU fits which method (memory model)", *fits_on_section(all_records, calibration)),
     ]
 
+    summary = first_screen(plain_methods(variants), quality, selection, decision)
+    figure = plots.get("pareto")
     md = [f"# {title}", "", GENERATED, ""]
     for note in profile_notes:
         md += [f"> **Profile:** {note}", ""]
     if left_out:
         md += [f"> {left_out}", ""]
+    md += ["## Summary", "", summary, ""] + ([f"![pareto]({figure.name})", ""] if figure else [])
     for name, frame, text in sections:
         md += [f"## {name}", ""]
         if text:
@@ -408,6 +412,9 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
         h.append(f"<p><b>Profile:</b> {html.escape(note)}</p>")
     if left_out:
         h.append(f"<p>{html.escape(left_out)}</p>")
+    h += ["<h2>Summary</h2>", f"<p>{html.escape(summary).replace('**', '')}</p>"]
+    if figure:
+        h.append(inline_image("pareto", figure))
     for name, frame, text in sections:
         h.append(f"<h2>{html.escape(name)}</h2>")
         if text:
