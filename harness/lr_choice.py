@@ -4,9 +4,10 @@ A learning-rate search (sweeps/lr_search.yaml) trains one configuration at sever
 the validation loss at the end of training (eval.validation_only: nothing is scored on the test examples). Runs
 that differ only in their rate, their seed and their `eval` settings form one search group; a test-scored run of
 the group counts as a point of its grid too (it measured the same validation loss). The rule, stated in the
-report: the rate with the lowest validation loss at the end, among the runs of the group's search seed (its
-lowest). A best rate at either end of the grid is no choice: the search sweeper (hydra_plugins/ft_harness/
-lr_sweeper.py) adds the next rate beyond it, and `train.learning_rate_scale=tuned` refuses to run on it.
+report: the rate with the lowest validation loss at the end, among the runs of the seed the search ran (the
+group's seed with the most rates). A best rate at either end of the grid is no choice: the search sweeper
+(hydra_plugins/ft_harness/lr_sweeper.py) adds the next rate beyond it, and `train.learning_rate_scale=tuned`
+refuses to run on it.
 
 Pure functions of records; the run side (config.load_run_config, the sweeper) and the reports both use them.
 """
@@ -27,7 +28,7 @@ SEARCH_GROUP = (
     ("train", "learning_rate_scale"),
     ("method", "learning_rate"),
 )
-RULE = "lowest validation loss at the end of training (the validation split; the search's seed)"
+RULE = "lowest validation loss at the end of training (the validation split; the seed the search ran)"
 # The grid the issue asks of a choice: at least this many rates, neighbours of the best at most this ratio apart.
 MIN_RATES = 5
 MAX_NEIGHBOUR_RATIO = 2.0
@@ -157,8 +158,8 @@ class Choice:
 def choices(records: Iterable[dict]) -> dict[str, Choice]:
     """Every search group's grid and choice, from the records (search jobs and test-scored runs alike).
 
-    Only records with train.seed equal to the group's lowest seed are points: the grid is one seed's, as the search
-    ran it; more seeds at the chosen rate (the test runs) do not tilt the choice towards that rate."""
+    Only records of one seed are points, the one with the most rates (the lowest of equals): the grid is one seed's,
+    as the search ran it; more seeds at the chosen rate (the test runs) do not tilt the choice towards that rate."""
     groups: dict[str, list[dict]] = {}
     for record in records:
         if "config" in record and "train" in record["config"]:
@@ -166,7 +167,10 @@ def choices(records: Iterable[dict]) -> dict[str, Choice]:
     out = {}
     for group, members in groups.items():
         ok = [r for r in members if r.get("status") == "ok" and r.get("metrics", {}).get("eval_loss") is not None]
-        seed = min((r["config"]["train"]["seed"] for r in ok), default=None)
+        rates_of: dict[int, set[float]] = {}
+        for r in ok:
+            rates_of.setdefault(r["config"]["train"]["seed"], set()).add(learning_rate_of(r))
+        seed = min(rates_of, key=lambda s: (-len(rates_of[s]), s)) if rates_of else None
         losses: dict[float, list[float]] = {}
         stems = []
         for record in ok:

@@ -209,3 +209,38 @@ def test_the_search_sweep_adds_the_rate_an_edge_needs_and_runs_rates_before_meth
     still = sum(len(c.rates_to_add()) for c in choices(records).values())
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and len(load_records(tmp_path / "results")) == len(records) + still
+
+
+def test_the_tradeoff_sweep_searches_each_method_then_runs_it_at_its_chosen_rate(tmp_path, cache_dir):
+    """sweeps/tradeoff.yaml at the full profile: search jobs first (validation only), then the sweep's own jobs at
+    each method's chosen rate, scored on the test examples; the report says the rates were tuned."""
+    cmd = [
+        sys.executable, "-m", "harness", "+sweeps=tradeoff", "hydra/launcher=forked", *FAST,
+        f"results_dir={tmp_path / 'results'}", f"report_dir={tmp_path / 'reports'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}", f"cache_dir={cache_dir}", "eval.latency_prompts=0",
+        "eval.forgetting_chunks=0", "method=lora,full", "hydra.sweeper.search_scales=[1,4]",
+        "hydra.sweeper.max_extensions=1",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    records = load_records(tmp_path / "results")
+    search = [r for r in records if r["config"]["eval"]["validation_only"]]
+    scored = [r for r in records if not r["config"]["eval"]["validation_only"]]
+    assert len(search) >= 4 and all("score" not in r["metrics"] for r in search)
+    found = choices(records)
+    for record in scored:  # each scored job at its method's chosen rate, or not run when none was chosen
+        choice = found[search_group(record["config"])]
+        assert choice.chosen is not None and record["run"]["learning_rate"] == pytest.approx(choice.chosen)
+        assert "exact_match" in record["metrics"]["score"]
+    not_run = [c for c in found.values() if c.chosen is None]
+    assert len(scored) + len(not_run) == 2
+    assert log.count("not run, no rate chosen") == len(not_run)
+    report = (tmp_path / "reports" / "report.md").read_text()
+    if scored:
+        assert "## Learning rates: each method at its own" in report and "Learning rates not tuned" not in report
+    # profile=cpu_quick (make sweep without a GPU) searches nothing: the jobs run at their config's rates
+    quick_cmd = [*cmd[:-2], "profile=cpu_quick", f"results_dir={tmp_path / 'quick'}", f"hydra.sweep.dir={tmp_path}/q"]
+    quick = subprocess.run(quick_cmd, capture_output=True, text=True, timeout=900)
+    assert quick.returncode == 0 and "no learning-rate search: profile cpu_quick" in quick.stdout + quick.stderr
+    assert not any(r["config"]["eval"]["validation_only"] for r in load_records(tmp_path / "quick"))
