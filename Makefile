@@ -29,13 +29,19 @@ setup: $(STAMP)  ## create .venv with everything installed
 sweep: $(STAMP)  ## the trade-off sweep (10 jobs) on SmolLM2-135M, built-in task; writes reports/.../tradeoff/report.{md,html}
 	$(PY) -m harness +sweeps=tradeoff $(if $(filter cpu_quick,$(PROFILE)),profile=cpu_quick) $(ARGS)
 
-evidence: $(STAMP)  ## the quality evidence set on the CPU (hours; resumes): 10 methods at seed 0, then seeds 1-2 of the key four
-	$(PY) -m harness +sweeps=evidence hydra/launcher=forked $(ARGS)
-	$(PY) -m harness +sweeps=evidence hydra/launcher=forked method=full,lora,qlora,qlora_fp4 train.seed=1,2 $(ARGS)
+evidence: $(STAMP)  ## the quality evidence set on the CPU (days; resumes): each method's learning-rate search, then seeds at its chosen rate
+	# the core four: searched (validation loss only), then three seeds at the chosen rate, scored on 400 test examples
+	$(PY) -m harness +sweeps=lr_search hydra/launcher=forked method=full,lora,qlora,qlora_fp4 $(ARGS)
+	$(PY) -m harness +sweeps=evidence hydra/launcher=forked method=full,lora,qlora,qlora_fp4 train.learning_rate_scale=tuned train.seed=0,1,2 $(ARGS)
+	$(PY) -m harness report --published
+	# LoRA's ranks: searched, one seed at the chosen rate
+	$(PY) -m harness +sweeps=lr_search hydra/launcher=forked method=lora_r4,lora_r8,lora_r32,lora_r64 $(ARGS)
+	$(PY) -m harness +sweeps=evidence hydra/launcher=forked method=lora_r4,lora_r8,lora_r32,lora_r64 train.learning_rate_scale=tuned $(ARGS)
 	$(PY) -m harness report --published
 
-variants: $(STAMP)  ## LoRA's variants (DoRA, rsLoRA, PiSSA, OLoRA, LoRA+, QDoRA) against LoRA r16 / QLoRA, 3 seeds, on the CPU (hours; resumes)
-	$(PY) -m harness +sweeps=variants hydra/launcher=forked train.seed=0,1,2 $(ARGS)
+variants: $(STAMP)  ## LoRA's variants (DoRA, rsLoRA, PiSSA, OLoRA, LoRA+, QDoRA): searched, then two seeds at the chosen rate, on the CPU (hours; resumes)
+	$(PY) -m harness +sweeps=lr_search hydra/launcher=forked method=dora,rslora,pissa,olora,loraplus,qdora $(ARGS)
+	$(PY) -m harness +sweeps=variants hydra/launcher=forked method=dora,rslora,pissa,olora,loraplus,qdora train.learning_rate_scale=tuned train.seed=0,1 $(ARGS)
 	$(PY) -m harness report --published
 
 report: $(STAMP)  ## regenerate a report from records: make report RESULTS=results/smollm2-135m/extraction
