@@ -133,6 +133,8 @@ def load_base_model(
     Random weights are drawn from `seed`, so loading twice gives the same model.
     """
     quant = quantization_config(method, dtype)
+    if quant is not None:
+        say_4bit_path(device, dtype)
     if model.init == "random":
         config = AutoConfig.for_model(**model.architecture)
         return _random_model(
@@ -147,6 +149,26 @@ def load_base_model(
         return torch_model.to(device)
     keep_4bit_layout_for_training(torch_model)
     return torch_model
+
+
+_said_4bit_path = False
+
+
+def say_4bit_path(device: str, compute_dtype: torch.dtype) -> None:
+    """Once per process, which 4-bit matmul path a QLoRA run takes (startup.quiet_known_noise silenced the
+    library's own line about a kernel that never runs here)."""
+    global _said_4bit_path
+    if _said_4bit_path:
+        return
+    _said_4bit_path = True
+    if device == "cpu":
+        log.info(
+            "4-bit base on the CPU: bitsandbytes dequantises each weight with its CPU kernel, then torch multiplies "
+            "in %s (its packed bf16 kernel has no backward and is kept off)",
+            str(compute_dtype).removeprefix("torch."),
+        )
+    else:
+        log.info("4-bit base on %s: bitsandbytes' CUDA kernels, compute in %s", device, compute_dtype)
 
 
 def keep_4bit_layout_for_training(torch_model: torch.nn.Module) -> int:

@@ -9,11 +9,40 @@ adds the boot time in whole seconds, which put the start up to a second too earl
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
+import warnings
 
 _marks: dict[str, float] = {}
+
+
+class _DropMessages(logging.Filter):
+    """Drops a library's log records that start with one of `prefixes`; every other record of its logger passes."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def quiet_known_noise() -> None:
+    """Silence, at their source, two lines every CPU job printed that tell a user nothing, and nothing else:
+
+    - bitsandbytes 0.50.2, on a CPU with AVX512-BF16, warns at import that it cannot fetch the optional
+      kernels-community gemm_4bit_forward (it needs `pip install kernels` and the hub). That kernel only serves the
+      packed layout the harness keeps off for training (models.keep_4bit_layout_for_training), so it would never
+      run; models.py says once which 4-bit path does.
+    - transformers 5.x deprecates `is_gradient_checkpointing`, which peft reads for every model it wraps: a
+      FutureWarning per job about code that is not ours.
+    Real errors and other warnings of both libraries stay loud."""
+    bnb = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    if not any(isinstance(f, _DropMessages) for f in bnb.filters):
+        bnb.addFilter(_DropMessages("Failed to load CPU gemm_4bit_forward from kernels-community"))
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 # The intervals a record states, each from the mark before it (or the process start) to its own mark.
 STARTUP_PARTS = (

@@ -30,3 +30,32 @@ def test_the_first_mark_of_a_name_stands(monkeypatch):
     time.sleep(0.02)
     startup.mark("job_entered")
     assert startup._marks["job_entered"] == first
+
+
+def test_the_known_library_noise_is_silenced_and_nothing_else():
+    """bitsandbytes' line about an optional kernel that never runs here, and transformers' deprecation of a property
+    peft reads, are dropped at their source; other records of the same logger and other FutureWarnings pass."""
+    import logging
+    import warnings
+
+    import harness  # noqa: F401 (installs the filters)
+    from harness.startup import quiet_known_noise
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    kept = []
+    handler = logging.Handler()
+    handler.emit = kept.append
+    logger.addHandler(handler)
+    try:
+        logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure", "x")
+        logger.warning("a real problem")
+        logger.error("a real error")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in kept] == ["a real problem", "a real error"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_known_noise()  # in front of "always", as at import in front of the defaults
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning, stacklevel=1)
+        warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something else is deprecated"]
