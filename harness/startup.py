@@ -44,6 +44,7 @@ def quiet_known_noise() -> None:
         bnb.addFilter(_DropMessages("Failed to load CPU gemm_4bit_forward from kernels-community"))
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
+
 # The intervals a record states, each from the mark before it (or the process start) to its own mark.
 STARTUP_PARTS = (
     ("harness_imported", "interpreter_and_launcher"),  # python, site, submitit and the launcher's unpickling
