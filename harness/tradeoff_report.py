@@ -219,8 +219,16 @@ def _answer(variants: pd.DataFrame) -> str:
     )
 
 
-def _paired_section(quality: QualityEvidence) -> tuple[pd.DataFrame | None, str]:
+def _paired_section(quality: QualityEvidence, *, tuned: bool = True) -> tuple[pd.DataFrame | None, str]:
     """The paired comparisons, and what is missing for those the records cannot make."""
+    untuned = (
+        ""
+        if tuned
+        else (
+            "**Learning rates not tuned:** each gap below compares the methods at their config's rates, so it measures "
+            "the rates as much as the methods; none is a verdict. "
+        )
+    )
     missing = ""
     if quality.missing:
         missing = (
@@ -238,7 +246,7 @@ def _paired_section(quality: QualityEvidence) -> tuple[pd.DataFrame | None, str]
             "No two methods here have per-example results on the same test examples, so no gap is computed "
             f"example by example ({why}).{missing}"
         )
-    note = (
+    note = untuned + (
         "Each gap is a - b on the same test examples (and the same training seeds, where both ran several): "
         "points of the score (x 100), with its 95 % interval (harness/paired.py: the crossed seeds x examples "
         "variance, t with Satterthwaite's degrees of freedom; with one seed the error is over test examples only and "
@@ -359,7 +367,7 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
         ("Which method fits which GPU", decision if not decision.empty else None, decision_note),
         ("Answer", None, _answer(variants)),
         ("Learning rates: each method at its own, chosen on validation data", *lr_section(selection, scored, searches)),
-        ("Quality, example by example: paired gaps", *_paired_section(quality)),
+        ("Quality, example by example: paired gaps", *_paired_section(quality, tuned=selection.tuned)),
         *([("LoRA variants against plain LoRA", *lora_variants)] if lora_variants else []),
         ("Learning curves: had the methods stopped improving?", *curve_table(records)),
         ("Conditions", cond, None),
