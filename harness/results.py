@@ -16,10 +16,12 @@ import tempfile
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from harness.config import RunConfig
+if TYPE_CHECKING:
+    from harness.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +77,11 @@ LATER_FIELDS = {
     ("method", "init_lora_weights"): ("default",),
     ("method", "loraplus_lr_ratio"): (None,),
     ("eval", "validation_only"): (False,),
-    # records before it scored adapters unmerged: the field left out of their key, so they still resume; new runs
-    # (merged by default) get keys of their own
-    ("eval", "merge_for_scoring"): (False,),
-    ("eval", "check_merged_scoring"): (False,),
 }
+# Fields never in the key: scoring an adapter merged gives the predictions scoring it unmerged gives (checked
+# example by example, eval.check_merged_scoring; the record says which it did, metrics.score.adapter_merged), so
+# neither changes what a run measures, and the records before them keep their keys.
+NEVER_IN_KEY = (("eval", "merge_for_scoring"), ("eval", "check_merged_scoring"))
 
 
 def config_key(config: dict, *, without: tuple[tuple[str, str | None], ...] = ()) -> str:
@@ -93,7 +95,7 @@ def config_key(config: dict, *, without: tuple[tuple[str, str | None], ...] = ()
     for (group, name), earlier in LATER_FIELDS.items():
         if plain.get(group, {}).get(name) in earlier:
             plain.get(group, {}).pop(name, None)
-    for group, name in without:
+    for group, name in (*NEVER_IN_KEY, *without):
         if name is None:
             plain.pop(group, None)
         else:
@@ -216,12 +218,11 @@ def new_record(cfg: RunConfig, *, started_at: str, environment: dict, **run: obj
     }
 
 
-def write_process_failure(cfg: RunConfig, error: str) -> Path:
-    """A record for a job whose process died before it could write its own (kill, segfault, host OOM)."""
-    from harness import env  # late: env imports torch
-
+def write_process_failure(cfg: RunConfig, error: str, environment: dict) -> Path:
+    """A record for a job whose process died before it could write its own (kill, segfault, host OOM); the caller
+    collects `environment` (env.collect: this module stays below env and config, which reads records)."""
     now = datetime.now(UTC).isoformat()
-    record = new_record(cfg, started_at=now, environment=env.collect("cpu"))
+    record = new_record(cfg, started_at=now, environment=environment)
     record["run"]["finished_at"] = now
     record["status"], record["error"] = Status.FAILED, error
     path = record_path(cfg)

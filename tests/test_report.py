@@ -68,9 +68,11 @@ def test_report_has_every_section_claim_and_plot(results, tmp_path):
     # cpu_quick draws no learning curve: the report says that whether methods had stopped improving is unknown
     curves = md[md.index("## Learning curves") : md.index("## Conditions")]
     assert "No learning curve in these records" in curves and "4 steps x 4 examples = 16 training examples" in curves
-    # decision first: the GPU sizes x method table, peaks predicted (a CPU sweep), scores with their error
-    first = md[md.index("## ") : md.index("## Answer")]
-    assert first.startswith("## Which method fits which GPU")
+    # the summary first (no pick: nothing scored above 0 in a few steps), its figure, then the decision: the GPU
+    # sizes x method table, peaks predicted (a CPU sweep), scores with their error
+    summary = md[md.index("## ") : md.index("## Which method fits which GPU")]
+    assert summary.startswith("## Summary") and "No pick" in summary and "![pareto](pareto.png)" in summary
+    first = md[md.index("## Which method fits which GPU") : md.index("## Answer")]
     assert "| 24 GB " in first and "| 141 GB " in first and "predicted" in first and "± " in first
     assert "on a CPU (tokens/s is the CPU's; GPU peaks predicted)" in first
     # no method scored above 0 in a few steps: no winner is named
@@ -102,7 +104,8 @@ def test_report_has_every_section_claim_and_plot(results, tmp_path):
         assert (tmp_path / f"{plot}.png").stat().st_size > 1000
         assert f"![{plot}]({plot}.png)" in md
     page = html_path.read_text()
-    assert page.count("<img alt=") == 6 and page.count("data:image/png;base64,") == 6
+    # the six plots, and the score-memory one again on the first screen
+    assert page.count("<img alt=") == 7 and page.count("data:image/png;base64,") == 7
 
 
 def test_a_plot_whose_runs_were_withdrawn_leaves_the_report_folder(results, tmp_path):

@@ -214,6 +214,7 @@ class PerProcessLauncher(BaseSubmititLauncher):
             sys.exit(2)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from harness import env  # late: env imports torch
         from harness.results import RECORD_POINTER, config_error_file, record_path, write_process_failure
 
         assert self.config is not None
@@ -302,7 +303,9 @@ class PerProcessLauncher(BaseSubmititLauncher):
                                 json.loads(error_file.read_text(encoding="utf-8"))["error"],
                             )
                             sys.exit(2)
-                        path = write_process_failure(run_cfg, f"job process died: {type(e).__name__}: {e}")
+                        path = write_process_failure(
+                            run_cfg, f"job process died: {type(e).__name__}: {e}", env.collect("cpu")
+                        )
                         point(initial_job_idx + idx, path)
                         returns[idx] = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=None)
                         state = "died (recorded as failed)"
