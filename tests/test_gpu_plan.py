@@ -24,7 +24,7 @@ import gpu_plan  # noqa: E402
 
 def test_every_job_of_every_part_composes_and_checks():
     assert [p.name for p in gpu_plan.PARTS] == [
-        "launcher", "tradeoff", "big_qlora", "scale", "variants", "bench", "mfu"
+        "launcher", "tradeoff", "big_qlora", "scale", "variants", "bench", "mfu", "tradeoff_rest"
     ]  # fmt: skip
     for part in gpu_plan.PARTS:
         overrides = shlex.split(part.overrides.replace("$MODEL", "/tmp/models/m.gguf"))

@@ -9,7 +9,7 @@ part what ran, how long it took, how many records it wrote, or why it was skippe
     # call a (kit part a: no model file yet): the launcher check, the 33B/70B QLoRA claims, the calibration slice
     python tools/gpu_plan.py --minutes 7 --parts launcher,big_qlora,scale,variants --out $OUT
     # call b (kit part b: the model file arrives): the trade-off sweep users read first, then bench, then MFU
-    python tools/gpu_plan.py --minutes 7 --parts tradeoff,bench,mfu --out $OUT \
+    python tools/gpu_plan.py --minutes 7 --parts tradeoff,bench,mfu,tradeoff_rest --out $OUT \
         --model /tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf
 
     # before either, on the CPU machine: every part's combinations once, tiny model, real harness (minutes)
@@ -20,7 +20,9 @@ The parts (see PARTS for their exact overrides):
   both are ok and their NVML peaks agree within 1 %, the later parts of this plan (this call and later ones on
   the same machine) run forked, which saves each job the library imports (12.5-16.6 s a job on the H200).
 - tradeoff: the trade-off sweep on SmolLM2 at the full profile, trained with the harness recipe (the bench's
-  fastest at an equal score): the report users read first.
+  fastest at an equal score), its core four (full FT, LoRA r16, QLoRA nf4 and fp4): each method's learning rate
+  searched first (hydra.sweeper.search_scales, docs/learning-rates.md), then three seeds at the chosen rate: the
+  report users read first. tradeoff_rest: the other ranks and double quantisation, the same way.
 - big_qlora: QLoRA (nf4, double quantisation, paged 8-bit AdamW, checkpointing, batch 1 x 512) of a 33B and a
   70B model, built layer by layer on the card (harness/random_init.py): the documents' "33B / 70B on one 24 GB
   GPU", measured (NVML peak) at the QLoRA paper's most frugal setting instead of predicted.
@@ -69,7 +71,8 @@ PARTS: tuple[Part, ...] = (
     ),
     Part(
         "tradeoff",
-        "+sweeps=tradeoff model.path=$MODEL recipe=harness eval.batch_size=80",
+        "+sweeps=tradeoff model.path=$MODEL recipe=harness eval.batch_size=80 method=full,lora,qlora,qlora_fp4 "
+        "train.seed=0,1,2",
         first_job_s=60,
         needs_model=True,
     ),
@@ -98,6 +101,13 @@ PARTS: tuple[Part, ...] = (
         needs_model=True,
     ),
     Part("mfu", "+sweeps=mfu", first_job_s=90),
+    Part(
+        "tradeoff_rest",
+        "+sweeps=tradeoff model.path=$MODEL recipe=harness eval.batch_size=80 "
+        "method=lora_r4,lora_r8,lora_r32,lora_r64,qlora_dq,qlora_fp4_dq",
+        first_job_s=60,
+        needs_model=True,
+    ),
 )
 
 
