@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness import startup
-from harness.config import ConfigError, load_run_config
+from harness.config import ConfigError
 from harness.results import (
     RECORD_POINTER,
     config_error_file,
@@ -26,6 +26,7 @@ from harness.results import (
     summary_table,
     write_json_atomic,
 )
+from harness.run.checks import load_run_config
 
 log = logging.getLogger("harness")
 
@@ -36,7 +37,7 @@ def run_job(cfg: DictConfig) -> None:
     # Ctrl-C and a launcher's cancel (SIGINT) must stop the run even where SIGINT came in ignored (a sweep started
     # from a background shell passes that on to its job processes, which then trained on after a cancel).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from harness.train import run  # late: keeps `--help` and config errors fast
+    from harness.run.train import run  # late: keeps `--help` and config errors fast
 
     startup.mark("libraries_imported")
 
@@ -70,11 +71,11 @@ def run_job(cfg: DictConfig) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "report":
-        from harness.report import main as report_main
+        from harness.report.command import main as report_main
 
         sys.exit(report_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "budget":
-        from harness.budget import main as budget_main
+        from harness.report.budget import main as budget_main
 
         sys.exit(budget_main(sys.argv[2:]))
     run_job()

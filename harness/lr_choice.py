@@ -9,7 +9,7 @@ group's seed with the most rates). A best rate at either end of the grid is no c
 (hydra_plugins/ft_harness/lr_sweeper.py) adds the next rate beyond it, and `train.learning_rate_scale=tuned`
 refuses to run on it.
 
-Pure functions of records; the run side (config.load_run_config, the sweeper) and the reports both use them.
+Pure functions of records; the run side (run/checks.py's load_run_config, the sweeper) and the reports both use them.
 """
 
 from __future__ import annotations

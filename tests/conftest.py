@@ -9,7 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from harness.config import RunConfig, load_run_config
+from harness.config import RunConfig
+from harness.run.checks import load_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"

@@ -11,9 +11,9 @@ import sys
 import pytest
 import yaml
 
-from harness import budget
-from harness.calibration import calibrate, gpu_records, setting_of_record
-from harness.memory_model import GIB, MIB, Setting
+from harness.predict.calibration import calibrate, gpu_records, setting_of_record
+from harness.predict.memory_model import GIB, MIB, Setting
+from harness.report import budget, budget_costs
 
 from .conftest import ROOT
 
@@ -178,7 +178,7 @@ def test_measured_gpu_record_overrides_the_prediction(tmp_path) -> None:
 
 
 def _claim_params(claim_id: str) -> dict:
-    from harness.claims import load_claims
+    from harness.report.claims import load_claims
 
     return next(c for c in load_claims()["claims"] if c["id"] == claim_id)["params"]
 
@@ -186,7 +186,7 @@ def _claim_params(claim_id: str) -> dict:
 def test_claims_at_scale_follow_from_the_memory_model() -> None:
     import pandas as pd
 
-    from harness import claims
+    from harness.report import claims
 
     empty = pd.DataFrame()
     seventy = claims.memory_at_scale(empty, empty, _claim_params("qlora-70b-24gb"))
@@ -230,8 +230,8 @@ def _scale_record(model: str, method: dict, batch: int, seq: int, reserved: floa
 
 
 def test_scale_report_predicts_each_gpu_run_from_the_others(tmp_path) -> None:
-    from harness import memory_model as mm
-    from harness.scale_report import scale_frame, write_scale_report
+    from harness.predict import memory_model as mm
+    from harness.report.scale_report import scale_frame, write_scale_report
 
     # LoRA peaks that follow 1.2 x the counted tensors + a 500 MiB context exactly: the held-out error is ~0
     records = []
@@ -296,8 +296,9 @@ def test_checkpointing_price_comes_from_a_pair_that_differs_in_nothing_else(tmp_
         _speed_record("smollm2-135m", nf4, False, 100.0),
         _speed_record("smollm2-135m", {"name": "full"}, True, 50.0),  # no partner
     ]
-    assert budget.checkpointing_speed_costs(records, "smollm2-135m") == {"lora": (0.75, "smollm2-135m on AMD EPYC")}
-    assert budget.checkpointing_speed_costs(records, "other-model")["lora"] == (0.9, "other-model on AMD EPYC")
+    speed_costs = budget_costs.checkpointing_speed_costs
+    assert speed_costs(records, "smollm2-135m") == {"lora": (0.75, "smollm2-135m on AMD EPYC")}
+    assert speed_costs(records, "other-model")["lora"] == (0.9, "other-model on AMD EPYC")
 
     # the budget's "what would fit" states the price beside the suggestion
     for i, r in enumerate(records[:2]):
@@ -377,7 +378,7 @@ def test_a_measured_record_overrides_the_prediction_and_an_oom_record_means_no(t
 def test_budget_states_the_largest_batch_and_length_that_fit_and_the_fsdp_share(tmp_path) -> None:
     """Per method: the largest batch at the asked length and the largest length at the asked batch that fit the
     card (predicted: one more does not fit), and full-shard FSDP's per-card need over N cards."""
-    from harness import memory_model as mm
+    from harness.predict import memory_model as mm
 
     base = Setting(method="full", batch=4, seq_len=1024)
     table, _ = budget.answer("llama-3.2-1b", 24 * GIB, base, results_dir=tmp_path, fsdp_gpus=4)
@@ -402,8 +403,8 @@ def test_budget_states_the_largest_batch_and_length_that_fit_and_the_fsdp_share(
 def test_a_gpu_record_at_a_claims_conditions_decides_it_in_the_scale_report(tmp_path, nvml_mib, verdict) -> None:
     """The GPU plan's big_qlora part measures the documents' "QLoRA fine-tunes 33B on one 24 GB GPU" at the
     claim's conditions; its record alone decides the claim, in the scale report that shows it."""
-    from harness.claims import check_memory_claims
-    from harness.scale_report import write_scale_report
+    from harness.report.claims import check_memory_claims
+    from harness.report.scale_report import write_scale_report
 
     params = _claim_params("qlora-33b-24gb")
     record = _scale_record(
@@ -498,7 +499,7 @@ def _write_config(folder, fields: dict):
 
 @pytest.mark.parametrize("family", list(FAMILY_CONFIGS))
 def test_budget_answers_for_a_config_json_of_any_family_transformers_knows(family, tmp_path, capsys) -> None:
-    from harness import memory_model as mm
+    from harness.predict import memory_model as mm
 
     params, fields = FAMILY_CONFIGS[family]
     config = _write_config(tmp_path / family, fields)
@@ -586,10 +587,10 @@ def test_budget_prices_dora_apart_from_lora_and_never_as_its_family(tmp_path) ->
     assert rows.loc["qdora-nf4-r16", "peak GiB"] > rows.loc["qlora-nf4-r16", "peak GiB"]
     assert rows.loc["dora-r16", "quality cost (pts vs full)"] == "not measured"
     assert any(line.startswith("recommendation: full") for line in lines)
-    assert budget._family({"name": "lora", "use_dora": True}) == "dora"
-    assert budget._family({"name": "qlora", "quant_type": "nf4", "use_dora": True}) == "qdora-nf4"
-    assert budget._family({"name": "lora", "init_lora_weights": "pissa"}) == "pissa"
-    assert budget._family({"name": "lora", "use_dora": False, "init_lora_weights": "default"}) == "lora"
+    assert budget_costs._family({"name": "lora", "use_dora": True}) == "dora"
+    assert budget_costs._family({"name": "qlora", "quant_type": "nf4", "use_dora": True}) == "qdora-nf4"
+    assert budget_costs._family({"name": "lora", "init_lora_weights": "pissa"}) == "pissa"
+    assert budget_costs._family({"name": "lora", "use_dora": False, "init_lora_weights": "default"}) == "lora"
     dora = _scale_record("llama-3.2-1b", {"name": "lora", "use_dora": True}, 4, 1024, 70 * 1024.0)
     assert setting_of_record(dora).use_dora
     (tmp_path / "dora.json").write_text(json.dumps(dora))

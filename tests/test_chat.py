@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from harness import data, models
 from harness.config import ConfigError
-from harness.train import run
+from harness.run import data, models
+from harness.run.train import run
 
 CONVERSATIONS = [
     {"messages": [{"role": "system", "content": "Answer in one word."},
@@ -29,7 +29,7 @@ def _write(path, rows) -> str:
 @pytest.fixture
 def make_config(tmp_path, cache_dir):
     """The real configs with the chat dataset (FAST's dataset sizes do not apply to files)."""
-    from harness.config import load_run_config
+    from harness.run.checks import load_run_config
 
     from .conftest import FAST, compose_config
 

@@ -5,14 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import (
-    ConfigError,
-    check_for_device,
-    cpu_has_bf16,
-    cpu_native_bf16,
-    load_run_config,
-    precision_reason,
-)
+from harness.config import ConfigError
+from harness.run.checks import check_for_device, cpu_has_bf16, cpu_native_bf16, load_run_config, precision_reason
 
 CONF_GROUPS = {
     "model": [
@@ -124,7 +118,7 @@ def test_qlora_compute_dtype_auto_follows_the_precision(make_config):
     matmul 100x slower than fp32 on the EPYC of 2026-12-02); an explicit dtype is kept."""
     import torch
 
-    from harness.models import weights_dtype
+    from harness.run.models import weights_dtype
 
     cfg = make_config("method=qlora")
     assert weights_dtype(cfg, "fp32") == torch.float32 and weights_dtype(cfg, "bf16") == torch.bfloat16
@@ -174,7 +168,7 @@ def test_bad_values_fail_before_anything_loads(make_config, overrides, message):
 
 
 def test_jsonl_dataset_needs_its_files():
-    from harness.config import load_run_config
+    from harness.run.checks import load_run_config
 
     from .conftest import compose_config
 
@@ -310,11 +304,11 @@ def test_liger_kernels_need_their_package_on_a_gpu(make_config, monkeypatch):
     with it, the flag reaches HF Trainer's use_liger_kernel."""
     import importlib.util
 
-    from harness import config
-    from harness.train import training_arguments
+    from harness.run import checks
+    from harness.run.train import training_arguments
 
     cfg = make_config("train.liger_kernel=true", "train.precision=bf16")
-    monkeypatch.setattr(config, "resolve_device", lambda requested: "cuda")
+    monkeypatch.setattr(checks, "resolve_device", lambda requested: "cuda")
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "liger_kernel" else find_spec(name, *a)
@@ -333,7 +327,7 @@ def test_liger_on_a_model_type_it_has_no_kernels_for_is_refused(make_config, mon
     import sys
     import types
 
-    from harness import models
+    from harness.run import adapters, models
 
     cfg = make_config("model=tiny")
     tiny = models.load_base_model(
@@ -345,16 +339,16 @@ def test_liger_on_a_model_type_it_has_no_kernels_for_is_refused(make_config, mon
     monkeypatch.setitem(sys.modules, "liger_kernel.transformers.monkey_patch", table)
     table.MODEL_TYPE_TO_APPLY_LIGER_FN = {"qwen2": None, "gemma": None}
     with pytest.raises(ConfigError, match="no kernels for model type 'llama' \\(it has them for gemma, qwen2\\)"):
-        models.check_liger_supports(tiny)
+        adapters.check_liger_supports(tiny)
     table.MODEL_TYPE_TO_APPLY_LIGER_FN = {"llama": None}
-    models.check_liger_supports(tiny)
+    adapters.check_liger_supports(tiny)
 
 
 def test_every_bench_recipe_trains_on_the_same_examples(make_config):
     """The bench compares scores after the same examples: recipes with another batch (harness+batch64) take
     fewer optimizer steps, through the sweep's train.reference_batch, and the record says how many."""
     from harness.config import optimizer_steps
-    from harness.train import training_arguments
+    from harness.run.train import training_arguments
 
     examples = set()
     for recipe in sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "recipe").glob("*.yaml")):
@@ -387,14 +381,14 @@ def test_native_bf16_is_read_from_the_cpus_flags(flags_line, native):
 
 def test_auto_precision_on_a_cpu_that_emulates_bf16_is_fp32(make_config, monkeypatch):
     """oneDNN runs bf16 on any AVX512 CPU; only a native one is worth it (2.4x slower emulated)."""
-    import harness.config as config
+    from harness.run import checks
 
-    monkeypatch.setattr(config, "cpu_has_bf16", lambda: True)
-    monkeypatch.setattr(config, "cpu_native_bf16", lambda cpuinfo=None: [])
+    monkeypatch.setattr(checks, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(checks, "cpu_native_bf16", lambda cpuinfo=None: [])
     assert check_for_device(make_config()) == ("cpu", "fp32")
     assert "no native bf16" in precision_reason("auto", "cpu", "fp32")
     assert check_for_device(make_config("train.precision=bf16")) == ("cpu", "bf16")  # asked for, it is kept
-    monkeypatch.setattr(config, "cpu_native_bf16", lambda cpuinfo=None: ["amx_bf16"])
+    monkeypatch.setattr(checks, "cpu_native_bf16", lambda cpuinfo=None: ["amx_bf16"])
     assert check_for_device(make_config()) == ("cpu", "bf16")
     assert precision_reason("auto", "cpu", "bf16") == "auto: the CPU has native bf16 (amx_bf16)"
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from harness import data, models
 from harness.config import ConfigError
+from harness.run import data, models
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@ import sys
 
 import torch
 
-from harness import models
-from harness.models import adapter_input_casting, weights_dtype
+from harness.run import adapters, models
+from harness.run.adapters import adapter_input_casting
+from harness.run.models import weights_dtype
 
 from .conftest import ROOT
 
@@ -19,7 +20,7 @@ def _ops(make_config, method: str, batch: int, *overrides: str) -> int:
     torch_model = models.load_base_model(
         model=cfg.model, method=cfg.method, cache_dir=cfg.cache_dir, dtype=weights_dtype(cfg, "bf16"), device="cpu"
     )
-    torch_model = models.apply_method(torch_model, method=cfg.method, gradient_checkpointing=False).train()
+    torch_model = adapters.apply_method(torch_model, method=cfg.method, gradient_checkpointing=False).train()
     ids = torch.randint(0, torch_model.config.vocab_size, (batch, 16), generator=torch.Generator().manual_seed(0))
     with adapter_input_casting(torch_model, cfg):
         return dispatched_ops(torch_model, ids, torch.bfloat16)["ops"]

@@ -9,12 +9,12 @@ import pytest
 import torch
 from datasets import Dataset
 
-from harness import evaluation, models
+from harness.run import evaluation, models
 
 
 @pytest.fixture(scope="module")
 def tiny(cache_dir):
-    from harness.config import load_run_config
+    from harness.run.checks import load_run_config
 
     from .conftest import compose_config
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import ConfigError, load_run_config
-from harness.train import run
+from harness.config import ConfigError
+from harness.run.checks import load_run_config
+from harness.run.train import run
 
 from .conftest import FAST, compose_config
 
@@ -69,7 +70,7 @@ def test_model_hub_runs_a_local_folder_without_a_yaml_its_architecture_read_from
     rules of its family apply)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from harness.models import load_tokenizer
+    from harness.run.models import load_tokenizer
 
     tiny = make_config("method=lora")
     folder = tmp_path / "My-Phi3-Tiny"

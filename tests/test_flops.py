@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from harness import flops
-from harness.budget import CONF_MODEL_DIR
+from harness.predict import flops
+from harness.report.budget import CONF_MODEL_DIR
 
 
 def arch(name: str) -> dict:

@@ -14,7 +14,7 @@ import textwrap
 import pytest
 import yaml
 
-from harness.config import load_run_config
+from harness.run.checks import load_run_config
 
 from .conftest import ROOT, compose_config
 
@@ -45,7 +45,7 @@ def test_every_job_of_every_part_composes_and_checks():
         if part.name == "big_qlora":  # the conditions of claims qlora-33b-24gb and qlora-70b-24gb
             claims = {
                 c["id"]: c.get("params")
-                for c in yaml.safe_load((ROOT / "harness" / "claims.yaml").read_text())["claims"]
+                for c in yaml.safe_load((ROOT / "harness" / "report" / "claims" / "claims.yaml").read_text())["claims"]
             }
             for job in jobs:
                 cfg = load_run_config(compose_config(list(job)))

@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
-from harness import claims
-from harness.config import ConfigError, load_run_config
+from harness.config import ConfigError
 from harness.lr_choice import choices, search_group
-from harness.lr_report import OFF_RATE, TUNED, UNTUNED, rate_status, select_runs
+from harness.report import claims
+from harness.report.lr_report import OFF_RATE, TUNED, UNTUNED, rate_status, select_runs
 from harness.results import (
     existing_ok_record,
     load_records,
@@ -22,7 +22,8 @@ from harness.results import (
     record_path,
     write_json_atomic,
 )
-from harness.train import run
+from harness.run.checks import load_run_config
+from harness.run.train import run
 
 from .conftest import FAST, compose_config
 
@@ -159,7 +160,7 @@ def test_the_report_compares_runs_at_their_chosen_rates_and_untuned_ones_give_no
 def _variant_frames(rows: list[dict]):
     import pandas as pd
 
-    from harness.frames import variants_frame
+    from harness.report.frames import variants_frame
 
     base = {"seed": 0, "status": "ok", "n_test": 2000, "quant_type": None, "r": None, "losses": [],
             "profile": "full", "device": "cuda", "forgetting_delta": None, "grad_accum": 1,

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from harness import activations
-from harness import memory_model as mm
-from harness.budget import CONF_MODEL_DIR
 from harness.config import MethodConfig, ModelConfig
-from harness.memory_model import Setting
+from harness.predict import activations
+from harness.predict import memory_model as mm
+from harness.predict.memory_model import Setting
+from harness.report.budget import CONF_MODEL_DIR
 
 
 def arch(name: str) -> dict:
@@ -55,7 +55,8 @@ def _bnb_bytes(model: torch.nn.Module) -> tuple[float, float]:
 @pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
 @pytest.mark.parametrize("double_quant", [False, True])
 def test_4bit_weights_match_bitsandbytes_layers(quant_type: str, double_quant: bool, tmp_path) -> None:
-    from harness.models import apply_method, load_base_model
+    from harness.run.adapters import apply_method
+    from harness.run.models import load_base_model
 
     method = MethodConfig(
         name="qlora",
@@ -88,7 +89,7 @@ def test_4bit_weights_match_bitsandbytes_layers(quant_type: str, double_quant: b
 
 
 def test_lora_parameters_match_peft() -> None:
-    from harness.models import apply_method
+    from harness.run.adapters import apply_method
 
     model = mm.meta_model(TINY)
     method = MethodConfig(name="lora", r=8, alpha=16, target_modules=["q_proj", "k_proj", "down_proj"])
@@ -101,7 +102,7 @@ def test_lora_parameters_match_peft() -> None:
 def test_dora_trains_a_magnitude_per_output_feature_of_each_adapted_layer() -> None:
     """DoRA's trainable parameters (LoRA's plus peft's magnitude vectors) against peft's own DoRA model, and the
     static bytes they cost over LoRA at the same rank: fp32 weight, gradient and two AdamW states per value."""
-    from harness.models import apply_method
+    from harness.run.adapters import apply_method
 
     targets = ("q_proj", "k_proj", "down_proj")
     method = MethodConfig(name="lora", r=8, alpha=16, target_modules=list(targets), use_dora=True)
@@ -307,7 +308,8 @@ def test_the_qlora_count_matches_a_real_4bit_forward_through_the_runs_own_prepar
     checked against a real bitsandbytes 4-bit model loaded and prepared as a run does (load_base_model,
     apply_method). Measured here: within 0.4 % (width 64) and 0.9 % (width 256), QDoRA 0.4 % and 0.8 %; the
     count made on LoRA's bf16 base, as before 2026-12-02, was 20 % and 45 % low."""
-    from harness.models import apply_method, load_base_model
+    from harness.run.adapters import apply_method
+    from harness.run.models import load_base_model
 
     architecture = {**TINY, "num_hidden_layers": 4, "hidden_size": hidden, "intermediate_size": intermediate}
     setting = Setting("qlora", batch=2, seq_len=64, use_dora=use_dora)

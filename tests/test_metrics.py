@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.evaluation import load_metric, score
+from harness.run.evaluation import load_metric, score
 
 
 def test_exact_match_strips_outer_whitespace():

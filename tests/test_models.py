@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from harness import models, random_init
+from harness.run import models, random_init
 
 
 def _load(cfg, seed: int = 7):

@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
-from harness import data
 from harness.config import MethodConfig, ModelConfig
-from harness.models import load_base_model, prepare_for_packing
+from harness.run import data
+from harness.run.models import load_base_model, prepare_for_packing
 
 from .conftest import CONF
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import claims, comparisons, paired
-from harness.frames import plain_methods, variants_frame
+from harness.report import claims, comparisons, paired
+from harness.report.frames import plain_methods, variants_frame
 
 
 def _phi(x):

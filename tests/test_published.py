@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.published import ROOT, comparable, published_reports
-from harness.report import regenerate
+from harness.report.command import regenerate
+from harness.report.published import ROOT, comparable, published_reports
 
 REPORTS = published_reports()
 

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import claims
-from harness.frames import runs_frame, variants_frame
-from harness.report import write_report
-from harness.train import run
+from harness.report import claims
+from harness.report.command import write_report
+from harness.report.frames import runs_frame, variants_frame
+from harness.run.train import run
 
 from .conftest import FAST, ROOT, compose_config
 
@@ -24,7 +24,7 @@ METHODS = ("full", "lora_r4", "lora_r8", "lora", "qlora", "qlora_fp4")
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory, cache_dir):
-    from harness.config import load_run_config
+    from harness.run.checks import load_run_config
 
     out = tmp_path_factory.mktemp("results")
     for method in METHODS:
@@ -136,7 +136,7 @@ def test_records_without_per_example_files_still_make_a_report_that_names_them(r
 
 
 def test_a_sweep_that_scored_nothing_still_makes_a_report(tmp_path, cache_dir):
-    from harness.config import load_run_config
+    from harness.run.checks import load_run_config
 
     out = tmp_path / "results"
     for method in ("full", "lora"):
@@ -309,7 +309,7 @@ def test_loss_spikes_are_counted_against_the_running_median():
 
 
 def test_bench_report_compares_recipes_per_method(tmp_path):
-    from harness.bench_report import bench_frame, write_bench_report
+    from harness.report.bench_report import bench_frame, write_bench_report
 
     def record(label: str, recipe: str, tokens_per_s: float, finished: str) -> dict:
         return {
@@ -379,7 +379,7 @@ def test_where_the_time_went_splits_each_jobs_process_time():
     a record from before the probes were timed apart keeps them in its scoring time."""
     import pandas as pd
 
-    from harness.frames import time_table
+    from harness.report.frames import time_table
 
     runs = pd.DataFrame(
         {"label": ["full", "lora-r16"], "process_s": [100.0, 60.0], "total_s": [90.0, 50.0],
@@ -408,7 +408,7 @@ def test_where_the_time_went_splits_each_jobs_process_time():
 def test_the_time_table_states_the_median_split_of_the_jobs_start():
     import pandas as pd
 
-    from harness.frames import time_table
+    from harness.report.frames import time_table
 
     startup = [
         {"interpreter_and_launcher": 1.0, "hydra_job_setup": 0.5, "library_imports": 6.0, "config_check": 0.1},
@@ -429,8 +429,8 @@ def test_the_time_table_states_the_median_split_of_the_jobs_start():
 def test_the_report_kind_is_the_one_the_sweep_file_names():
     """Each sweep file names its report; a record keeps it, and the report is chosen by it, not guessed (records
     from before the field fall back to what they ran)."""
-    from harness.config import load_run_config
-    from harness.report import report_kind
+    from harness.report.command import report_kind
+    from harness.run.checks import load_run_config
 
     for sweep, kind in (("tradeoff", "tradeoff"), ("ranks", "tradeoff"), ("bench", "bench"), ("speedups", "bench"),
                         ("scale", "scale"), ("mfu", "scale")):  # fmt: skip
@@ -463,8 +463,8 @@ def test_a_damaged_or_foreign_json_is_skipped_with_a_warning_naming_it(results, 
                             timeout=300)  # fmt: skip
     assert budget.returncode == 0 and f"skipping {truncated}" in budget.stderr
 
-    from harness.config import load_run_config
     from harness.results import existing_ok_record, record_path
+    from harness.run.checks import load_run_config
 
     cfg = load_run_config(compose_config([*FAST, "method=lora", f"results_dir={folder}"]))
     record_path(cfg).write_text("{")  # a crash mid-write (written atomically, it cannot: this is a copy gone bad)
@@ -509,7 +509,7 @@ def test_a_report_is_written_from_records_missing_any_part_and_says_which(result
 def test_the_conditions_tell_two_cpus_of_one_name_apart_by_their_native_bf16():
     """Two AMD EPYCs, with and without AVX512-BF16, share a model name and differ in speed: the conditions list
     them apart where records keep the flags, and say nothing of flags for a record from before they were kept."""
-    from harness.tradeoff_report import conditions
+    from harness.report.conditions import conditions
 
     def record(**flags):
         return {"environment": {"cpu": "AMD EPYC", "cpu_count": 2, "gpu_name": None, **flags}}

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError, cpu_has_bf16, cpu_native_bf16
-from harness.train import run
+from harness.config import ConfigError
+from harness.run.checks import cpu_has_bf16, cpu_native_bf16
+from harness.run.train import run
 
 
 def _lora_params(arch: dict, r: int, targets: list[str]) -> int:
@@ -30,7 +31,7 @@ def _lora_params(arch: dict, r: int, targets: list[str]) -> int:
 @pytest.fixture(scope="module")
 def records(tmp_path_factory, cache_dir):
     """Run full, LoRA, QLoRA nf4 and QLoRA fp4 once each; tests below inspect the records."""
-    from harness.config import load_run_config
+    from harness.run.checks import load_run_config
 
     from .conftest import FAST, compose_config
 
@@ -190,8 +191,8 @@ def test_4bit_training_is_unchanged_by_evaluating_the_model_on_the_way(make_conf
 def test_speed_knobs_reach_the_trainer_and_the_model(make_config, monkeypatch):
     """Length-grouped batches, a dataloader worker, eager attention and no background sampler: the run trains,
     records what it used, and no sampler thread runs."""
-    from harness import monitor, train
-    from harness.train import training_arguments
+    from harness.run import monitor, train
+    from harness.run.train import training_arguments
 
     started = []
     monkeypatch.setattr(monitor.MemorySampler, "_loop", lambda self: started.append(True))
@@ -230,8 +231,8 @@ def test_speed_knobs_reach_the_trainer_and_the_model(make_config, monkeypatch):
 def test_sync_free_steps_count_the_same_tokens_without_a_per_step_count(make_config, monkeypatch):
     """train.sync_free_steps: the token count reaches Trainer's state only when it logs (no .item() per
     micro-batch), and the run trains the same batches to the same total and losses as stock Trainer."""
-    from harness import train
-    from harness.monitor import StepLogger
+    from harness.run import train
+    from harness.run.monitor import StepLogger
 
     seen: list[int] = []
     monkeypatch.setattr(StepLogger, "on_step_end", lambda self, args, state, control, **kw: seen.append(
@@ -263,7 +264,7 @@ def test_sync_free_steps_count_the_same_tokens_without_a_per_step_count(make_con
 
 
 def test_sync_free_steps_copy_batches_non_blocking_on_a_gpu(make_config):
-    from harness.train import training_arguments
+    from harness.run.train import training_arguments
 
     cfg = make_config("train.sync_free_steps=true")
 
@@ -322,7 +323,7 @@ def test_the_memory_samplers_own_cost_is_recorded(records, method):
 
 
 def test_the_cpu_peak_is_the_kernels_high_water_mark_which_no_sampling_misses():
-    from harness.monitor import MemorySampler
+    from harness.run.monitor import MemorySampler
 
     sampler = MemorySampler(device="cpu", interval_s=3600, background=False)
     sampler.reset()
@@ -359,7 +360,7 @@ def test_skipping_peft_input_cast_trains_exactly_the_same(make_config, method):
 def test_tokens_per_s_counts_the_non_padding_tokens_of_padded_batches(make_config):
     """One epoch over 8 examples padded to 256 tokens: the record's trained tokens are the examples' own tokens
     (what tokens/s divides), not the 8 x 256 positions of the padded batches."""
-    from harness.inputs import prepare_inputs
+    from harness.run.inputs import prepare_inputs
 
     one_epoch = ("train.max_steps=0", "train.num_epochs=1", "dataset.n_train=8", "train.batch_size=4")
     cfg = make_config("method=lora", *one_epoch, "train.grad_accum=1", "train.pad_to_length=256", "eval.enabled=false")
@@ -374,8 +375,8 @@ def test_tokens_per_s_counts_the_non_padding_tokens_of_padded_batches(make_confi
 def test_mfu_counts_a_lora_step_as_forward_and_input_gradients_plus_the_adapters():
     """MFU's wiring: with adapters, the FLOPs per token are 4N (the frozen base's forward and input gradients)
     plus 6 per adapter parameter, from the run's own trainable count; the peak is the GPU's by name."""
-    from harness import flops
-    from harness.train import _throughput
+    from harness.predict import flops
+    from harness.run.train import _throughput
 
     architecture = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                     "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000}  # fmt: skip
@@ -404,18 +405,18 @@ def test_scratch_folders_of_dead_runs_are_removed_when_the_next_run_starts(monke
     import sys
     import tempfile
 
-    from harness import train
+    from harness.run import scratch
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
     gone = tmp_path / f"ft-harness-{dead_pid}-run-abc"
     alive = tmp_path / "ft-harness-1-run-abc"  # pid 1 is always alive
-    mine = train.scratch_dir("run")
+    mine = scratch.scratch_dir("run")
     other = tmp_path / "ft-harness-cache"  # not a scratch folder of this form
     for folder in (gone, alive, other):
         folder.mkdir()
-    assert train.remove_dead_scratch() == [gone]
+    assert scratch.remove_dead_scratch() == [gone]
     assert not gone.exists() and alive.exists() and mine.exists() and other.exists()
 
 
@@ -452,8 +453,8 @@ def test_full_fine_tuning_in_pure_bf16_trains_bf16_weights(make_config):
 def test_every_full_ft_variant_trains_and_has_a_memory_prediction(make_config, method, optim):
     """The full-FT variants people run (8-bit and paged 8-bit AdamW, over fp32 or bf16 weights) train a few steps
     here, and the memory model counts each (8-bit states: about a quarter of fp32 AdamW's)."""
-    from harness import memory_model as mm
-    from harness.calibration import setting_of_record
+    from harness.predict import memory_model as mm
+    from harness.predict.calibration import setting_of_record
 
     record = run(make_config(f"method={method}", f"train.optim={optim}", "eval.enabled=false"))
     assert record["status"] == "ok", record["error"]
@@ -467,8 +468,8 @@ def test_every_full_ft_variant_trains_and_has_a_memory_prediction(make_config, m
 def test_the_committed_records_keep_their_keys_under_todays_config():
     """A field added to the config since (train.report_to, method.weights_dtype) leaves earlier runs' keys as
     they were, so resume still finds their records: the CPU smoke sweep's, recomposed today."""
-    from harness.config import load_run_config
     from harness.results import load_records, run_key
+    from harness.run.checks import load_run_config
 
     from .conftest import ROOT, compose_config
 

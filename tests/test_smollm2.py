@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from harness import models
 from harness.config import MethodConfig
+from harness.run import adapters, models
 
 
 @pytest.mark.slow
@@ -18,7 +18,7 @@ def test_smollm2_loads_from_the_gguf_cache_and_generates(make_config):
     counts = models.parameter_counts(model)
     assert 134_000_000 < counts["total"] < 135_000_000
     assert models.describe_architecture(model)["num_hidden_layers"] == 30
-    assert "q_proj" in models.linear_layer_names(model)
+    assert "q_proj" in adapters.linear_layer_names(model)
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is 2+2?"}], add_generation_prompt=True, tokenize=False
     )

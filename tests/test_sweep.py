@@ -17,8 +17,9 @@ import psutil
 import pytest
 import yaml
 
-from harness.config import ConfigError, load_run_config
+from harness.config import ConfigError
 from harness.results import run_key
+from harness.run.checks import load_run_config
 from harness.startup import STARTUP_PARTS
 
 from .conftest import FAST, ROOT, compose_config
@@ -363,7 +364,8 @@ def test_the_forked_launchers_preload_never_initialises_cuda():
     safe = _preload_under_spy()
     assert safe == {"calls": [], "imported": list(SAFE_PRELOAD), "heavy_left": []}
     # what the per_process launcher imports in the sweep's process to check jobs' inputs
-    assert _preload_under_spy("harness.inputs") == {"calls": [], "imported": ["harness.inputs"], "heavy_left": []}
+    inputs_preload = {"calls": [], "imported": ["harness.run.inputs"], "heavy_left": []}
+    assert _preload_under_spy("harness.run.inputs") == inputs_preload
     # the check can fail: bitsandbytes (and peft, which imports it) ask the GPU for its compute capability
     assert "get_device_capability" in _preload_under_spy("bitsandbytes")["calls"]
     assert "get_device_capability" in _preload_under_spy("peft")["calls"]

@@ -2,7 +2,7 @@
 
 import json
 
-from harness import task
+from harness.run import task
 
 
 def _splits(seed=0):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import models
 from harness.config import ConfigError, adapter_variant, method_label
 from harness.results import run_key
+from harness.run import adapters, models
 
 from .conftest import ROOT, compose_config
 
@@ -79,7 +79,7 @@ def test_pissa_and_olora_start_from_the_weight_itself_and_leave_the_model_unchan
     with torch.no_grad():
         before = base(input_ids=ids).logits
         original = base.model.layers[0].self_attn.q_proj.weight.clone()
-    model = models.apply_method(base, method=cfg.method, gradient_checkpointing=False)
+    model = adapters.apply_method(base, method=cfg.method, gradient_checkpointing=False)
     layer = model.base_model.model.model.layers[0].self_attn.q_proj
     with torch.no_grad():
         after = model(input_ids=ids).logits
@@ -94,16 +94,16 @@ def test_dora_adds_a_trained_magnitude_per_output_column(make_config):
     cfg, base = _tiny_base(make_config, "dora")
     outputs = sum(m.out_features for n, m in base.named_modules() if isinstance(m, torch.nn.Linear)
                   and n.rsplit(".", 1)[-1] in cfg.method.target_modules)  # fmt: skip
-    model = models.apply_method(base, method=cfg.method, gradient_checkpointing=False)
-    described = models.adapter_description(model, cfg.method)
+    model = adapters.apply_method(base, method=cfg.method, gradient_checkpointing=False)
+    described = adapters.adapter_description(model, cfg.method)
     assert described["use_dora"] and described["dora_magnitude_params"] == outputs > 0
 
 
 def test_loraplus_trains_b_at_its_ratio_of_a_s_learning_rate(make_config, tmp_path):
-    from harness.trainer import loraplus_optimizer, training_arguments
+    from harness.run.trainer import loraplus_optimizer, training_arguments
 
     cfg, base = _tiny_base(make_config, "loraplus")
-    model = models.apply_method(base, method=cfg.method, gradient_checkpointing=False)
+    model = adapters.apply_method(base, method=cfg.method, gradient_checkpointing=False)
     args = training_arguments(cfg, precision="fp32", device="cpu", output_dir=str(tmp_path))
     optimizer = loraplus_optimizer(model, args, cfg.method.loraplus_lr_ratio)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -161,7 +161,7 @@ def test_every_variant_trains_under_both_launchers_and_records_what_peft_built(t
 def test_the_variants_sweep_shares_the_evidence_sets_baselines():
     """Its LoRA r16 and QLoRA nf4 jobs are the evidence sweep's (same key, same folder): resumed, not run again,
     and the variants are paired with them on the same examples and seeds."""
-    from harness.config import load_run_config
+    from harness.run.checks import load_run_config
 
     for method in ("lora", "qlora"):
         evidence = load_run_config(compose_config(["+sweeps=evidence", f"method={method}"]))
@@ -174,7 +174,7 @@ def test_a_variants_time_per_step_compares_the_fastest_run_of_each_on_one_machin
     and runs on another machine never enter the ratio (a Xeon's LoRA against an EPYC's DoRA is not DoRA's cost)."""
     import pandas as pd
 
-    from harness.lora_variants import step_time_ratio
+    from harness.report.lora_variants import step_time_ratio
 
     rows = [("lora-r16", "EPYC", 100.0), ("lora-r16", "EPYC", 60.0), ("lora-r16", "Xeon", 300.0),
             ("dora-r16", "EPYC", 50.0), ("dora-r16", "EPYC", 40.0), ("pissa-r16", "Xeon", 290.0)]  # fmt: skip
@@ -198,7 +198,7 @@ def test_a_sweep_of_variants_alone_still_gets_its_report(tmp_path):
     """`+sweeps=variants method=dora,pissa`: the sweep's own report holds no plain LoRA run (the twins ran in
     another sweep), so the variants' section has no pair to show; it says so rather than failing (the sweep's end
     callback raised KeyError 'metric' on this, and the report was not written)."""
-    from harness.report import write_report
+    from harness.report.command import write_report
 
     folder = ROOT / "results" / "published" / "cpu-evidence" / "smollm2-135m-extraction"
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*_dora-r16_*.json"))[:1]]

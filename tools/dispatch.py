@@ -80,9 +80,10 @@ def main(argv: list[str]) -> int:
 
     from hydra import compose, initialize_config_dir
 
-    from harness import models
-    from harness.config import check_for_device, load_run_config
-    from harness.models import adapter_input_casting, weights_dtype
+    from harness.run import adapters, models
+    from harness.run.adapters import adapter_input_casting
+    from harness.run.checks import check_for_device, load_run_config
+    from harness.run.models import weights_dtype
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
         cfg = load_run_config(compose(config_name="config", overrides=argv))
@@ -91,7 +92,7 @@ def main(argv: list[str]) -> int:
         model=cfg.model, method=cfg.method, cache_dir=cfg.cache_dir, dtype=weights_dtype(cfg, precision),
         device=device, attn_implementation=cfg.train.attn_implementation,
     )  # fmt: skip
-    torch_model = models.apply_method(torch_model, method=cfg.method, gradient_checkpointing=False).train()
+    torch_model = adapters.apply_method(torch_model, method=cfg.method, gradient_checkpointing=False).train()
     vocab = torch_model.config.vocab_size
     autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     for batch in (4, 16):

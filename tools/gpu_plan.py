@@ -24,7 +24,7 @@ The parts (see PARTS for their exact overrides):
   searched first (hydra.sweeper.search_scales, docs/learning-rates.md), then three seeds at the chosen rate: the
   report users read first. tradeoff_rest: the other ranks and double quantisation, the same way.
 - big_qlora: QLoRA (nf4, double quantisation, paged 8-bit AdamW, checkpointing, batch 1 x 512) of a 33B and a
-  70B model, built layer by layer on the card (harness/random_init.py): the documents' "33B / 70B on one 24 GB
+  70B model, built layer by layer on the card (harness/run/random_init.py): the documents' "33B / 70B on one 24 GB
   GPU", measured (NVML peak) at the QLoRA paper's most frugal setting instead of predicted.
 - scale: 1B/3B/7B/8B x full FT (fp32 master and pure bf16), LoRA, QLoRA nf4 x checkpointing on/off, 4 x 512:
   distinct configurations per method family for the memory model's calibration and its held-out error.

@@ -21,7 +21,7 @@ import yaml
 from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from harness import models  # noqa: E402
+from harness.run import models  # noqa: E402
 
 
 def main() -> None:

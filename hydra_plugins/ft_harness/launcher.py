@@ -124,8 +124,9 @@ class PerProcessLauncher(BaseSubmititLauncher):
 
     def _plan(self, job_overrides: Sequence[Sequence[str]]) -> list[tuple[int, list[str], Any, bool]]:
         """Compose and check every job before any starts; mark those with an ok record as done."""
-        from harness.config import ConfigError, check_for_device, load_run_config
+        from harness.config import ConfigError
         from harness.results import existing_ok_record
+        from harness.run.checks import check_for_device, load_run_config
 
         plan, errors = [], []
         for idx, overrides in enumerate(job_overrides):
@@ -152,7 +153,8 @@ class PerProcessLauncher(BaseSubmititLauncher):
         dataset or train.max_seq_len axis): a prompt too long for one job's max_seq_len, or a damaged file of one
         dataset, then stops the sweep before any job trains. Where every job shares its inputs the first job finds
         such a problem before it trains, so nothing is loaded here (the libraries' import alone takes seconds)."""
-        from harness.config import ConfigError, inputs_key
+        from harness.config import ConfigError
+        from harness.run.checks import inputs_key
 
         first_job_of: dict[str, tuple[int, list[str], Any]] = {}
         for idx, overrides, run_cfg, done in plan:
@@ -163,7 +165,7 @@ class PerProcessLauncher(BaseSubmititLauncher):
             return []
         from datasets import disable_progress_bars
 
-        from harness.inputs import prepare_inputs  # torch, transformers, datasets; never CUDA (tests/test_sweep.py)
+        from harness.run.inputs import prepare_inputs  # torch, transformers, datasets; never CUDA (tests/test_sweep.py)
 
         disable_progress_bars()  # in this process only: the jobs show their own
         log.info("checking the inputs of %d job(s) that differ in them before the first job", len(first_job_of))
@@ -214,8 +216,8 @@ class PerProcessLauncher(BaseSubmititLauncher):
             sys.exit(2)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from harness import env  # late: env imports torch
         from harness.results import RECORD_POINTER, config_error_file, record_path, write_process_failure
+        from harness.run import env  # late: env imports torch
 
         assert self.config is not None
         os.environ["FT_HARNESS_LAUNCHER"] = self.NAME  # the jobs' records say which launcher ran them

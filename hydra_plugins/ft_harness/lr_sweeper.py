@@ -110,7 +110,7 @@ class LearningRateSearchSweeper(BasicSweeper):
         return [job for batch in self.split_arguments(overrides, None) for job in batch]
 
     def _compose(self, overrides: Sequence[str]) -> Any:
-        from harness.config import load_run_config
+        from harness.run.checks import load_run_config
 
         assert self.hydra_context is not None and self.config is not None
         return load_run_config(self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides)))

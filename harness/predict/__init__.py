@@ -1,0 +1,1 @@
+"""The memory model: count -> calibrate -> predict. Imports neither run/ nor report/."""

@@ -1,0 +1,91 @@
+"""The trade-off report's first screen: which method to pick, at what cost, and how sure, in a few sentences.
+
+The rule, stated on the page: among the methods compared with full FT example by example, pick the one with the
+least peak (the decision table's: measured on a GPU, else predicted) whose exact match is within TOLERANCE_PCT of
+full FT's with 95 % confidence (the upper end of the paired gap's interval inside it: the documents' "> 95 % of
+full FT"). Where every method is surely further below, full FT is the pick; where the intervals are too wide to
+tell, no pick is made and the page says what would decide it. "How sure" says what the gap rests on: each method at
+its own tuned learning rate or not, the seeds, the training budget and whether the methods were still improving.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.report.comparisons import QualityEvidence
+from harness.report.lr_report import RateSelection
+
+BELOW_FULL = "below full FT"
+
+
+def _gaps_below_full(quality: QualityEvidence) -> pd.DataFrame:
+    table = quality.table
+    if table.empty:
+        return table
+    rows = table[(table["comparison"] == BELOW_FULL) & (table["metric"] == "exact match")]
+    return rows.set_index("b")
+
+
+TOLERANCE_PCT = 5.0
+
+
+def first_screen(variants: pd.DataFrame, quality: QualityEvidence, rates: RateSelection, decision: pd.DataFrame) -> str:
+    """A few sentences: the pick, its cost against full FT, and how sure the evidence makes it."""
+    if variants.empty or not (variants["score"].fillna(0) > 0).any():
+        return (
+            "No pick: no method scored above 0 exact match here (training too short, or nothing scored), so the "
+            "methods' quality cannot be told apart. The memory and speed figures below are measured all the same."
+        )
+    gaps = _gaps_below_full(quality)
+    if "full" not in set(variants["label"]) or gaps.empty or decision.empty:
+        best = variants.sort_values(["score", "field_acc"]).iloc[-1]
+        return (
+            f"Highest exact match: **{best['label']}** ({best['score']:.3f}). No full-FT run is paired with the "
+            "others on the same test examples, so no method's cost in quality is measured and no pick is made."
+        )
+    peaks = decision.set_index("method")
+    full_peak = float(peaks.loc["full", "peak GiB"]) if "full" in peaks.index else float("nan")
+    within, undecided, below = [], [], []
+    for label, row in gaps.iterrows():
+        if label not in peaks.index:
+            continue
+        gap, half = 100 * float(row["gap"]), 100 * float(row["half_width"])
+        tolerance = TOLERANCE_PCT / 100 * 100 * float(row["a score"])
+        entry = (float(peaks.loc[label, "peak GiB"]), label, gap, half)
+        (within if gap + half <= tolerance else below if gap - half > tolerance else undecided).append(entry)
+    source = str(peaks["peak from"].iloc[0]).split(" (")[0]
+    if within:
+        peak, label, gap, half = min(within)
+        text = (
+            f"**Pick {label}.** Its peak is {peak:.2f} GiB against full FT's {full_peak:.2f} ({source}), and its "
+            f"exact match is within {TOLERANCE_PCT:g} % of full FT's with 95 % confidence (full FT minus it: "
+            f"{gap:+.1f} ± {half:.1f} points, paired on the same test examples)."
+        )
+    elif undecided:
+        peak, label, gap, half = min(undecided)
+        others = ", ".join(f"{e[1]} {e[2]:+.1f} ± {e[3]:.1f}" for e in sorted(undecided)[1:4])
+        text = (
+            f"**No pick yet.** The cheapest method that may be within {TOLERANCE_PCT:g} % of full FT's exact match, "
+            f"{label} ({peak:.2f} GiB against {full_peak:.2f}, {source}): full FT minus it is {gap:+.1f} ± {half:.1f} "
+            f"points, an interval that reaches both sides of the {TOLERANCE_PCT:g} % line"
+            + (f" (so do {others})" if others else "")
+            + ". More seeds or test examples would decide; until then full FT is the safe choice where it fits."
+        )
+    else:
+        peak, label, gap, half = min(below)
+        text = (
+            f"**Pick full FT where it fits.** Every method compared is more than {TOLERANCE_PCT:g} % below its exact "
+            f"match; the cheapest, {label} ({peak:.2f} GiB against {full_peak:.2f}, {source}), by {gap:+.1f} ± "
+            f"{half:.1f} points. The table below says which card fits which method."
+        )
+    row = gaps.loc[label]
+    seeds = f"Seeds paired: {row['seeds']}" + (
+        "." if row["seed_variance"] else " (the seeds' spread is not in the error)."
+    )
+    tuned = (
+        "Each method ran at its own learning rate, chosen on validation data."
+        if rates.tuned
+        else "**Not a verdict:** the learning rates were not tuned, so the gaps measure the rates as much as the "
+        "methods."
+    )
+    return " ".join([text, tuned, seeds, f"Measured {quality.budget_text(['full', label])}."])
