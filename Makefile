@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # No CUDA GPU: the sweep uses the cpu_quick profile (conf/profile/cpu_quick.yaml), stated in the report.
 PROFILE = $(shell $(PY) -c "import torch; print('full' if torch.cuda.is_available() else 'cpu_quick')")
 
-.PHONY: help setup sweep evidence variants compare report test lint
+.PHONY: help setup sweep evidence variants compare report test lint longer
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -37,6 +37,12 @@ evidence: $(STAMP)  ## the quality evidence set on the CPU (days; resumes): each
 	# LoRA's ranks: searched, one seed at the chosen rate
 	$(PY) -m harness +sweeps=lr_search hydra/launcher=forked method=lora_r4,lora_r8,lora_r32,lora_r64 $(ARGS)
 	$(PY) -m harness +sweeps=evidence hydra/launcher=forked method=lora_r4,lora_r8,lora_r32,lora_r64 train.learning_rate_scale=tuned $(ARGS)
+	$(PY) -m harness report --published
+
+longer: $(STAMP)  ## does the gap survive more training? full FT and LoRA r16 at 4x the steps, rates re-chosen on 3 around the 60-step choice, one seed (hours; resumes)
+	$(PY) -m harness +sweeps=lr_search hydra/launcher=forked train.max_steps=240 method=full train.learning_rate_scale=2,4,8 $(ARGS)
+	$(PY) -m harness +sweeps=lr_search hydra/launcher=forked train.max_steps=240 method=lora train.learning_rate_scale=4,8,16 $(ARGS)
+	$(PY) -m harness +sweeps=evidence hydra/launcher=forked train.max_steps=240 method=full,lora train.learning_rate_scale=tuned $(ARGS)
 	$(PY) -m harness report --published
 
 variants: $(STAMP)  ## LoRA's variants (DoRA, rsLoRA, PiSSA, OLoRA, LoRA+, QDoRA): searched, then two seeds at the chosen rate, on the CPU (hours; resumes)

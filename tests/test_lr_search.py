@@ -245,3 +245,73 @@ def test_the_tradeoff_sweep_searches_each_method_then_runs_it_at_its_chosen_rate
     quick = subprocess.run(quick_cmd, capture_output=True, text=True, timeout=900)
     assert quick.returncode == 0 and "no learning-rate search: profile cpu_quick" in quick.stdout + quick.stderr
     assert not any(r["config"]["eval"]["validation_only"] for r in load_records(tmp_path / "quick"))
+
+
+def _budget_record(tmp_path, method: str, steps: int, scale: float, *, loss: float, outcomes=None) -> dict:
+    """A record of the pair (full FT, LoRA r16) at a budget and rate: a search job's (validation loss only) or,
+    with outcomes (exact match per test example), a test-scored run with its per-example file."""
+    label = {"full": "full", "lora": "lora-r16"}[method]
+    stem = f"{label}-{steps}-{scale}-{'test' if outcomes else 'search'}"
+    config = {
+        "method": {"name": method, "learning_rate": 5e-5 if method == "full" else 5e-4, "r": 16},
+        "train": {"seed": 0, "max_steps": steps, "learning_rate_scale": scale},
+        "eval": {"validation_only": outcomes is None},
+    }
+    record = {
+        "status": "ok",
+        "config": config,
+        "run": {"id": stem, "method_label": label, "optimizer_steps": steps, "finished_at": f"2026-12-07T{steps:04d}"},
+        "metrics": {"eval_loss": loss},
+        "_path": str(tmp_path / f"{stem}.json"),
+    }
+    if outcomes is not None:
+        rows = [{"id": i, "prompt_sha": f"p{i}", "unseen_phrasing": None, "exact_match": bool(o),
+                 "field_accuracy": float(o)} for i, o in enumerate(outcomes)]  # fmt: skip
+        (tmp_path / f"{stem}.examples.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        record["run"]["examples_log"] = f"{stem}.examples.jsonl"
+        record["metrics"]["score"] = {"exact_match": sum(outcomes) / len(outcomes)}
+    return record
+
+
+def test_the_longer_training_section_compares_the_gap_at_each_budgets_own_chosen_rate(tmp_path):
+    """Item 4: tuned full FT and LoRA r16 at two budgets, each at the rate its own search chose there; the
+    change in the gap is estimated example by example. A run off its budget's chosen rate is not compared."""
+    from harness.report.conditions import split_by_conditions
+    from harness.report.longer_training import longer_training_section
+
+    n = 200
+    records = []
+    for method, steps, best in (("full", 60, 4.0), ("lora", 60, 8.0), ("full", 240, 2.0), ("lora", 240, 4.0)):
+        for scale in (best / 2, best, best * 2):  # a 3-rate grid with its best inside
+            records.append(_budget_record(tmp_path, method, steps, scale, loss=0.02 if scale == best else 0.03))
+    # at 60 steps full FT gets 60 % right and LoRA 40 %: a 20-point gap; at 240 steps both get 60 %
+    records += [
+        _budget_record(tmp_path, "full", 60, 4.0, loss=0.02, outcomes=[1] * 120 + [0] * 80),
+        _budget_record(tmp_path, "lora", 60, 8.0, loss=0.02, outcomes=[1] * 80 + [0] * 120),
+        _budget_record(tmp_path, "full", 240, 2.0, loss=0.02, outcomes=[1] * 120 + [0] * 80),
+        _budget_record(tmp_path, "lora", 240, 4.0, loss=0.02, outcomes=[1] * 120 + [0] * 80),
+    ]
+    table, note = longer_training_section(records)
+    assert list(table["training budget (optimizer steps)"]) == [60, 240]
+    assert list(table["full FT rate"]) == ["0.0002", "0.0001"] and list(table["LoRA r16 rate"]) == ["0.004", "0.002"]
+    assert list(table["gap (points, 95 %)"].str.split(" ").str[0]) == ["+20.0", "+0.0"]
+    assert "60 -> 240 steps: -20.0 points" in note and "shrinks with more training" in note
+
+    # the same outcomes at both budgets: no change
+    same = [r for r in records if not (r["run"]["method_label"] == "lora-r16" and r["run"]["optimizer_steps"] == 240
+                                       and "score" in r["metrics"])]  # fmt: skip
+    same.append(_budget_record(tmp_path, "lora", 240, 4.0, loss=0.02, outcomes=[1] * 80 + [0] * 120))
+    assert "no change in the gap detected" in longer_training_section(same)[1]
+
+    # LoRA at 240 steps off its chosen rate (8 instead of 4): one budget left, no section
+    off = [r for r in records if not (r["run"]["method_label"] == "lora-r16" and r["run"]["optimizer_steps"] == 240
+                                      and "score" in r["metrics"])]  # fmt: skip
+    off.append(_budget_record(tmp_path, "lora", 240, 8.0, loss=0.02, outcomes=[1] * n))
+    assert longer_training_section(off) is None
+
+    # the trade-off report's main comparison stays with the budget most runs share, however new the other one's
+    scored = [r for r in records if "score" in r["metrics"]] + [
+        _budget_record(tmp_path, "full", 60, 4.0, loss=0.02, outcomes=[1] * n) | {"_extra": 1}
+    ]
+    kept, left_out = split_by_conditions(scored)
+    assert {r["run"]["optimizer_steps"] for r in kept} == {60} and "2 record(s)" in left_out

@@ -131,11 +131,16 @@ def training_conditions(record: dict) -> dict:
 
 
 def split_by_conditions(records: list[dict]) -> tuple[list[dict], str]:
-    """The records that share the conditions of the newest record, and a note on those left out."""
+    """The records of the conditions most records share (of equals, the newest record's), and a note on those
+    left out. Why most, not newest: a folder's few runs at another budget (a longer-training check, a trial at
+    other steps) must not displace the sweep they are checked against; they are compared in their own section."""
     if not records:
         return records, ""
-    newest = max(records, key=lambda r: r.get("run", {}).get("finished_at") or "")
-    key = condition_key(newest)
+    keys = [json.dumps(condition_key(r), sort_keys=True, default=str) for r in records]
+    count = {k: keys.count(k) for k in keys}
+    finished = [r.get("run", {}).get("finished_at") or "" for r in records]
+    chosen = records[max(range(len(records)), key=lambda i: (count[keys[i]], finished[i]))]
+    key = condition_key(chosen)
     kept = [r for r in records if condition_key(r) == key]
     others = [r for r in records if condition_key(r) != key]
     if not others:

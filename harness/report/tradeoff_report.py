@@ -27,6 +27,7 @@ from harness.report.frames import (
     variant_se,
     variants_frame,
 )
+from harness.report.longer_training import longer_training_section
 from harness.report.lora_variants import variants_section
 from harness.report.lr_report import is_search_record, lr_plot, lr_section, select_runs
 from harness.report.plots import make_plots
@@ -199,7 +200,7 @@ def fits_on_section(records: list[dict], calibration: Calibrations) -> tuple[pd.
 def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all_records: list[dict]) -> list[Path]:
     """Write report.md (plots as PNG beside it) and a self-contained report.html into out_dir.
 
-    Only records that share one set of conditions are compared (the newest record's); the rest are
+    Only records that share one set of conditions are compared (those most records share); the rest are
     counted in a note, so runs with other steps, data or model never average into one row. `all_records` (the
     folder's, scale-sweep GPU records included) calibrate the memory model and stand for claims at scale."""
     out_dir = Path(out_dir)
@@ -225,6 +226,7 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
     decision, decision_note = decision_table(records, variants, calibration)
     missing = missing_parts(records)
     missing_note = f" Missing ('-' in the tables): {'; '.join(missing)}." if missing else ""
+    longer = longer_training_section(all_records)
     lr_plot_path = lr_plot(selection.choices, out_dir)
     if lr_plot_path is not None:
         plots = {"learning_rates": lr_plot_path, **plots}
@@ -233,6 +235,7 @@ def write_tradeoff_report(records: list[dict], out_dir: Path, *, title: str, all
         ("Answer", None, _answer(variants)),
         ("Learning rates: each method at its own, chosen on validation data", *lr_section(selection, scored, searches)),
         ("Quality, example by example: paired gaps", *_paired_section(quality, tuned=selection.tuned)),
+        *([("Does the gap survive more training?", *longer)] if longer else []),
         *([("LoRA variants against plain LoRA", *lora_variants)] if lora_variants else []),
         ("Learning curves: had the methods stopped improving?", *curve_table(records)),
         ("Conditions", cond, None),
