@@ -195,4 +195,4 @@ def lr_section(
             else "No method has test-scored runs at two rates, so the rule's agreement with the test score is not "
             "measured here."
         )
-    return (table if not table.empty else None), " ".join(text)
+    return (table if not table.empty else None), " ".join(t.strip() for t in text)
