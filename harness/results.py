@@ -84,11 +84,10 @@ LATER_FIELDS = {
 NEVER_IN_KEY = (("eval", "merge_for_scoring"), ("eval", "check_merged_scoring"))
 
 
-def config_key(config: dict, *, without: tuple[tuple[str, str | None], ...] = ()) -> str:
-    """A short hash of a resolved config (a record's `config`, or dataclasses.asdict of a RunConfig) over the
-    fields that decide its measurements, leaving out `without` too: (group, None) drops a whole group,
-    (group, field) one field. A record's key is config_key of its config; a search groups runs by a key without
-    their rate and seed."""
+def keyed_config(config: dict, *, without: tuple[tuple[str, str | None], ...] = ()) -> dict:
+    """A copy of a resolved config (a record's `config`, or dataclasses.asdict of a RunConfig) holding only the
+    fields that decide its measurements: NOT_IN_KEY and NEVER_IN_KEY left out, LATER_FIELDS left out while they
+    hold their earlier value, and `without` too: (group, None) drops a whole group, (group, field) one field."""
     plain = json.loads(json.dumps(config, default=str))  # a deep copy, as the hash will see it
     for k in NOT_IN_KEY:
         plain.pop(k, None)
@@ -100,6 +99,13 @@ def config_key(config: dict, *, without: tuple[tuple[str, str | None], ...] = ()
             plain.pop(group, None)
         else:
             plain.get(group, {}).pop(name, None)
+    return plain
+
+
+def config_key(config: dict, *, without: tuple[tuple[str, str | None], ...] = ()) -> str:
+    """A short hash of keyed_config(config, without=...). A record's key is config_key of its config; a search
+    groups runs by a key without their rate and seed."""
+    plain = keyed_config(config, without=without)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 

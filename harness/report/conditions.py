@@ -11,7 +11,7 @@ import json
 
 import pandas as pd
 
-from harness.results import NOT_IN_KEY
+from harness.results import keyed_config
 
 
 # Long on purpose: one row per condition the report states, as a list a reader can scan.
@@ -99,11 +99,6 @@ def _device_text(record: dict) -> str:
     return f"CPU: {e.get('cpu')} ({e.get('cpu_count')} cores{flags})"
 
 
-# Bookkeeping fields (the same as the run key leaves out) and the method, which a comparison varies. A profile's
-# name stays a condition: records of a reduced profile are not compared with full ones.
-_NOT_CONDITIONS = {"method", *NOT_IN_KEY} - {"profile_name"}
-
-
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -116,9 +111,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def condition_key(record: dict) -> dict:
-    """The config a comparison must hold fixed: all but the method, the seed and bookkeeping fields."""
-    cfg = {k: v for k, v in record.get("config", {}).items() if k not in _NOT_CONDITIONS}
-    flat = _flatten(cfg)
+    """The config a comparison must hold fixed: the fields of the run key (results.keyed_config: a field added
+    after a record was written counts only where it moves from the value earlier runs had; merged or unmerged
+    scoring never counts), and the profile's name, but not the method, the seed or the rate."""
+    config = record.get("config", {})
+    flat = _flatten({k: v for k, v in keyed_config(config).items() if k != "method"})
+    if "profile_name" in config:  # a reduced profile's records are never compared with full ones
+        flat["profile_name"] = json.dumps(config["profile_name"], sort_keys=True, default=str)
     flat.pop("train.seed", None)
     # each method's rate is its own (chosen by a search, lr_report.py), so the rate is no condition either
     flat.pop("train.learning_rate_scale", None)

@@ -57,6 +57,12 @@ class RateSelection:
                 "much as the methods, and the quality claims below give no verdict. `+sweeps=lr_search` searches them."
             )
         parts = ["Each method is compared at its own learning rate, chosen on validation data (table below)."]
+        if self.left_out.get(OFF_RATE):
+            parts.append(
+                "Not compared, trained at a rate other than their method's chosen one (grid points of its search): "
+                + ", ".join(self.left_out[OFF_RATE])
+                + "."
+            )
         if self.left_out.get(UNTUNED):
             parts.append(
                 "Not compared, their rates never chosen by a search: " + ", ".join(self.left_out[UNTUNED]) + "."
