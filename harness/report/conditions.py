@@ -135,16 +135,17 @@ def split_by_conditions(records: list[dict]) -> tuple[list[dict], str]:
     other steps) must not displace the sweep they are checked against; they are compared in their own section."""
     if not records:
         return records, ""
-    keys = [json.dumps(condition_key(r), sort_keys=True, default=str) for r in records]
+    conditions_of = [condition_key(r) for r in records]
+    keys = [json.dumps(c, sort_keys=True, default=str) for c in conditions_of]
     count = {k: keys.count(k) for k in keys}
     finished = [r.get("run", {}).get("finished_at") or "" for r in records]
-    chosen = records[max(range(len(records)), key=lambda i: (count[keys[i]], finished[i]))]
-    key = condition_key(chosen)
-    kept = [r for r in records if condition_key(r) == key]
-    others = [r for r in records if condition_key(r) != key]
+    chosen = max(range(len(records)), key=lambda i: (count[keys[i]], finished[i]))
+    key = conditions_of[chosen]
+    kept = [r for r, k in zip(records, keys, strict=True) if k == keys[chosen]]
+    others = [c for c, k in zip(conditions_of, keys, strict=True) if k != keys[chosen]]
     if not others:
         return kept, ""
-    differing = sorted({k for r in others for k, v in condition_key(r).items() if key.get(k) != v})
+    differing = sorted({k for c in others for k, v in c.items() if key.get(k) != v})
     note = (
         f"{len(others)} record(s) in this folder ran under other conditions and are not compared here "
         f"(they differ in: {', '.join(differing[:8])}{' ...' if len(differing) > 8 else ''})."

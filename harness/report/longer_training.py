@@ -26,10 +26,9 @@ def training_budget_of(record: dict) -> int:
     return int(record.get("run", {}).get("optimizer_steps") or record["config"]["train"]["max_steps"])
 
 
-def _tuned_runs(all_records: list[dict]) -> dict[int, list[dict]]:
-    """Test-scored, ok runs of the pair at their search's chosen rate, by training budget; only budgets where
-    both methods have such runs."""
-    found = choices(all_records)
+def _tuned_runs(all_records: list[dict], found: dict) -> dict[int, list[dict]]:
+    """Test-scored, ok runs of the pair at their search's chosen rate (`found`: lr_choice.choices), by training
+    budget; only budgets where both methods have such runs."""
     by_budget: dict[int, list[dict]] = {}
     for r in all_records:
         if r.get("status") != "ok" or is_search_record(r) or not r.get("metrics", {}).get("score"):
@@ -54,10 +53,10 @@ def _points(x: float) -> str:
 
 def longer_training_section(all_records: list[dict]) -> tuple[pd.DataFrame | None, str] | None:
     """The section's table and note, or None where the records hold tuned runs of the pair at one budget only."""
-    by_budget = _tuned_runs(all_records)
+    found = choices(all_records)
+    by_budget = _tuned_runs(all_records, found)
     if len(by_budget) < 2:
         return None
-    found = choices(all_records)
     rows, differences, prompts = [], {}, {}
     for budget, runs in by_budget.items():
         examples, _ = frames.examples_frame(runs)
