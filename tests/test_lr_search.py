@@ -178,6 +178,12 @@ def test_lr_ratio_claim_reads_the_two_choices(make_config):
     # 4e-3 / 2e-4 = 20x, known to within 2x either way on 2x grids: straddles the band's upper end
     assert result["measured"].startswith("lora-r16 0.004 / full FT 0.0002 = 20x")
     assert result["verdict"] == claims.INCONCLUSIVE
+    assert "on the band's edge (20x)" in result["why"]  # no finer grid decides a ratio that sits on the edge
+    near = select_runs([], _grid(make_config, "lora", {0.75: 0.06, 1.5: 0.05, 3: 0.04, 6: 0.045, 12: 0.07}) + full)
+    result = claims.lr_ratio(None, None, {"_rates": near, "method_label": "lora-r16", "low": 5, "high": 20})
+    # 1.5e-3 / 2e-4 = 7.5x, inside the band; 2x grids put it in 3.75x-15x, across 5x; 1.5x grids would clear it
+    assert result["verdict"] == claims.INCONCLUSIVE
+    assert "neighbours at most 1.5x apart" in result["why"] and "straddles 5x" in result["why"]
     far = select_runs([], _grid(make_config, "lora", {64: 0.05, 128: 0.04, 256: 0.05}) + full)
     result = claims.lr_ratio(None, None, {"_rates": far, "method_label": "lora-r16", "low": 5, "high": 20})
     assert result["verdict"] == claims.FAILS  # 0.064 / 2e-4 = 320x: outside 5-20x whatever the grids

@@ -299,12 +299,27 @@ def lr_ratio(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
         "state. On this task and model, LoRA with alpha = 2r."
     )
     if verdict == INCONCLUSIVE:
-        why = (
-            f"missing: a grid finer than {spread**2:.2g}x around the two choices (the range straddles the band). {why}"
-        )
+        why = f"missing: {_finer_grids_needed(ratio, spread, low, high)} {why}"
     return judged(
         f"{label} {lo.chosen:.3g} / full FT {f.chosen:.3g} = {ratio:.3g}x "
         f"(within the grids: {below:.3g}x-{above:.3g}x)",
         verdict,
         why,
+    )
+
+
+def _finer_grids_needed(ratio: float, spread: float, low: float, high: float) -> str:
+    """What would decide an inconclusive rate ratio: grids fine enough that the ratio's range clears the band's
+    edges, if the choices stay where they are; at an edge exactly, no grid does unless a choice moves."""
+    # With both grids' neighbours g apart, the ratio is known to within g either way.
+    step = min(ratio / low, high / ratio) if low <= ratio <= high else max(ratio / high, low / ratio)
+    edge = high if ratio * spread > high and ratio / spread <= high else low
+    if step <= 1.0 + 1e-9:
+        return (
+            f"the ratio lies on the band's edge ({edge:g}x), so a finer grid decides it only if a choice moves off "
+            f"it (the grids' steps now put it anywhere in {ratio / spread:.3g}x-{ratio * spread:.3g}x)."
+        )
+    return (
+        f"both grids' neighbours at most {step:.3g}x apart around their choices (now {spread:.3g}x combined), "
+        f"if the choices stay; the range now straddles {edge:g}x."
     )
