@@ -112,12 +112,17 @@ def test_mcnemar_and_the_relative_gap():
         paired.paired_gap(a, {0: np.ones(9)})
 
 
-def test_methods_without_a_common_seed_compare_seed_means_over_examples():
+def test_methods_pair_on_the_seeds_they_share_and_compare_seed_means_only_without_one():
     rng = np.random.default_rng(1)
     a, b = _simulate(rng, n=200, seeds=3, seed_sd=0.1, agreement=0.9)
+    # a ran seeds 0-2, b seed 0: paired on seed 0 alone, not a's seed mean against b's one seed
     g = paired.paired_gap(a, {0: b[0]})
+    assert g.seeds == (0,) and not g.seed_variance_included and g.mcnemar_p is not None
+    assert g.a_mean == pytest.approx(a[0].mean()) and g.gap == pytest.approx(a[0].mean() - b[0].mean())
+    # no seed in common: each method's seed mean per example
+    g = paired.paired_gap({1: a[1], 2: a[2]}, {0: b[0]})
     assert g.seeds == () and not g.seed_variance_included and g.mcnemar_p is None
-    assert g.a_mean == pytest.approx(np.mean([a[s] for s in a]))
+    assert g.a_mean == pytest.approx(np.mean([a[1], a[2]]))
 
 
 # ------------------------------------------------------------------ the claims read the paired gaps
@@ -355,3 +360,13 @@ def test_a_gap_claim_decided_both_ways_partly_holds_and_names_what_stays_undecid
     fails_only = variants[variants["label"] != "lora-r64"]
     result = claims.score_gap(runs, fails_only, {"method": "lora", "max_gap_pct": 5, "_quality": quality})
     assert result["verdict"] == claims.INCONCLUSIVE and "missing: more seeds" in result["why"], result
+
+
+def test_a_one_seed_pick_states_how_far_seeds_moved_where_a_method_ran_several():
+    from harness.report import summary
+
+    one_each = pd.DataFrame({"label": ["full", "lora-r16"], "n_seeds": [1, 1], "score_std": [np.nan, np.nan]})
+    assert summary._seed_spread(one_each) == ""
+    full_twice = one_each.assign(n_seeds=[2, 1], score_std=[0.12, np.nan])
+    text = summary._seed_spread(full_twice)
+    assert "full 12.0 points (2 seeds)" in text and "lora-r16" not in text

@@ -29,6 +29,20 @@ def _gaps_below_full(quality: QualityEvidence) -> pd.DataFrame:
 TOLERANCE_PCT = 5.0
 
 
+def _seed_spread(variants: pd.DataFrame) -> str:
+    """How much one method's exact match moved between its seeds, where any ran several: the size of what a
+    one-seed error leaves out."""
+    if "n_seeds" not in variants:
+        return ""
+    several = variants[variants["n_seeds"].fillna(1) > 1]
+    if several.empty:
+        return ""
+    spread = ", ".join(
+        f"{r['label']} {100 * r['score_std']:.1f} points ({int(r['n_seeds'])} seeds)" for _, r in several.iterrows()
+    )
+    return f"; exact match's standard deviation over seeds, where a method ran several: {spread}"
+
+
 def first_screen(variants: pd.DataFrame, quality: QualityEvidence, rates: RateSelection, decision: pd.DataFrame) -> str:
     """A few sentences: the pick, its cost against full FT, and how sure the evidence makes it."""
     if variants.empty or not (variants["score"].fillna(0) > 0).any():
@@ -80,7 +94,7 @@ def first_screen(variants: pd.DataFrame, quality: QualityEvidence, rates: RateSe
         )
     row = gaps.loc[label]
     seeds = f"Seeds paired: {row['seeds']}" + (
-        "." if row["seed_variance"] else " (the seeds' spread is not in the error)."
+        "." if row["seed_variance"] else f" (the seeds' spread is not in the error{_seed_spread(variants)})."
     )
     tuned = (
         "Each method ran at its own learning rate, chosen on validation data."
