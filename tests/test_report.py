@@ -252,6 +252,17 @@ def test_speed_order_and_rank_linearity_follow_the_measurements():
         assert result["verdict"] == claims.INCONCLUSIVE and "runs on a GPU" in result["why"]
 
 
+def test_a_methods_speed_is_its_fastest_seeds_and_its_score_the_seeds_mean():
+    """A LoRA seed that ran beside other work (a third of its speed) would put LoRA below full FT in tokens/s."""
+    runs, variants = _variant_frames([
+        {"label": "full", "method": "full", "score": 0.6, "tokens_per_s": 100.0},
+        {"label": "lora-r16", "method": "lora", "r": 16, "score": 0.4, "tokens_per_s": 40.0},
+        {"label": "lora-r16", "method": "lora", "r": 16, "seed": 1, "score": 0.6, "tokens_per_s": 120.0},
+    ])  # fmt: skip
+    lora = variants.set_index("label").loc["lora-r16"]
+    assert lora["tokens_per_s"] == 120.0 and lora["score"] == pytest.approx(0.5) and lora["n_seeds"] == 2
+
+
 def test_nf4_stability_compares_forgetting_only_over_seeds_and_within_its_error():
     """One run of each format says nothing of forgetting (its seed-to-seed spread is unknown): no verdict from it.
     Over three seeds each, a gap beyond two standard errors decides; one inside them is a tie."""

@@ -83,7 +83,8 @@ def decision_table(records: list[dict], variants: pd.DataFrame, calibration: Cal
         f"Measured {where}, batch {train.get('batch_size')} x {train.get('max_seq_len')} tokens at most, "
         f"checkpointing {'on' if train.get('gradient_checkpointing') else 'off'}, {train.get('optim')}. "
         f"A method fits a card when its peak is at most {HEADROOM:.0%} of it; 'edge': inside that only without "
-        "the prediction's error band. Scores: exact match on the test examples, two standard errors (binomial over "
+        "the prediction's error band. tokens/s: the fastest seed's (another job on the machine only slows a "
+        "run). Scores: exact match on the test examples, two standard errors (binomial over "
         "the examples, or over seeds where there are several). Details follow."
     )
     return pd.DataFrame(rows), note
