@@ -370,3 +370,18 @@ def test_a_one_seed_pick_states_how_far_seeds_moved_where_a_method_ran_several()
     full_twice = one_each.assign(n_seeds=[2, 1], score_std=[0.12, np.nan])
     text = summary._seed_spread(full_twice)
     assert "full 12.0 points (2 seeds)" in text and "lora-r16" not in text
+
+
+def test_an_undecided_pick_names_the_seeds_that_would_decide_where_the_seeds_carry_the_error():
+    from harness.report import summary
+
+    three_seeds = pd.Series({"seeds": "0,1,2", "seed_variance": True, "df": 2.1, "a score": 0.565})
+    # full FT minus LoRA r16 in the CPU evidence: +13.5 ± 17.1 points, 2.8 points of tolerance
+    text = summary._what_would_decide(13.5, 17.1, three_seeds)
+    assert "not more test examples" in text and "about 5 seeds of each" in text, text
+    # a gap sitting on the tolerance line: no number of seeds takes its interval off it
+    assert "even 30 seeds would not" in summary._what_would_decide(2.9, 17.1, three_seeds)
+    # one seed: its error is over the test examples only, and says nothing of the seeds
+    one_seed = three_seeds.copy()
+    one_seed["seeds"], one_seed["seed_variance"], one_seed["df"] = "0", False, 399.0
+    assert summary._what_would_decide(5.0, 6.0, one_seed) == "More seeds or test examples would decide"

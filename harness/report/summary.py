@@ -14,6 +14,7 @@ import pandas as pd
 
 from harness.report.comparisons import QualityEvidence
 from harness.report.lr_report import RateSelection
+from harness.report.paired import t_quantile
 
 BELOW_FULL = "below full FT"
 
@@ -41,6 +42,33 @@ def _seed_spread(variants: pd.DataFrame) -> str:
         f"{r['label']} {100 * r['score_std']:.1f} points ({int(r['n_seeds'])} seeds)" for _, r in several.iterrows()
     )
     return f"; exact match's standard deviation over seeds, where a method ran several: {spread}"
+
+
+MAX_SEEDS_NAMED = 30  # beyond this many seeds, "more seeds" is not a plan worth naming a number for
+
+
+def _what_would_decide(gap: float, half: float, row: pd.Series) -> str:
+    """What would take an undecided gap's interval to one side of the tolerance line. Where the seeds' spread is in
+    the error and carries it (few degrees of freedom), more test examples barely help: the seeds needed are named,
+    were the gap and the spread to stay as measured (the error shrinks as 1/sqrt(seeds), t's quantile with them)."""
+    seeds = [s for s in str(row["seeds"]).split(",") if s.strip().isdigit()]
+    if not (bool(row["seed_variance"]) and len(seeds) > 1 and float(row["df"]) < 30):
+        return "More seeds or test examples would decide"
+    tolerance = TOLERANCE_PCT * float(row["a score"])  # in points, as gap and half
+    n, se, distance = len(seeds), half / t_quantile(0.975, float(row["df"])), abs(gap - tolerance)
+    needed = next(
+        (m for m in range(n + 1, MAX_SEEDS_NAMED + 1) if t_quantile(0.975, m - 1) * se * (n / m) ** 0.5 < distance),
+        None,
+    )
+    where = (
+        f"about {needed} seeds of each would, were the gap and the spread to stay as measured"
+        if needed
+        else f"even {MAX_SEEDS_NAMED} seeds would not, were the gap to stay as measured"
+    )
+    return (
+        f"More seeds would decide, not more test examples: the seeds' spread makes this interval wide (t with "
+        f"{float(row['df']):.1f} degrees of freedom over {n} seeds); {where}"
+    )
 
 
 def first_screen(variants: pd.DataFrame, quality: QualityEvidence, rates: RateSelection, decision: pd.DataFrame) -> str:
@@ -83,7 +111,8 @@ def first_screen(variants: pd.DataFrame, quality: QualityEvidence, rates: RateSe
             f"{label} ({peak:.2f} GiB against {full_peak:.2f}, {source}): full FT minus it is {gap:+.1f} ± {half:.1f} "
             f"points, an interval that reaches both sides of the {TOLERANCE_PCT:g} % line"
             + (f" (so do {others})" if others else "")
-            + ". More seeds or test examples would decide; until then full FT is the safe choice where it fits."
+            + f". {_what_would_decide(gap, half, gaps.loc[label])}; until then full FT is the safe "
+            "choice where it fits."
         )
     else:
         peak, label, gap, half = min(below)
