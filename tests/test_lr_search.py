@@ -155,6 +155,10 @@ def test_the_report_compares_runs_at_their_chosen_rates_and_untuned_ones_give_no
     assert by_id.loc["gap-lora", "verdict"] == claims.INCONCLUSIVE
     assert by_id.loc["gap-lora", "why"].startswith("Learning rates not tuned")
     assert not by_id.loc["trainable", "why"].startswith("Learning rates not tuned")  # not a quality claim
+    # a claim that finds none of its runs among the compared ones names the runs left out for their rates
+    dora = [c for c in claims.load_claims()["claims"] if c["id"] == "dora-gain"]
+    result = claims._claim_rows(dora, runs, variants, {"_rates": selection}).iloc[0]
+    assert result["verdict"] == claims.UNTESTABLE and "records hold runs of full, left out" in result["why"], result
 
 
 def _variant_frames(rows: list[dict]):

@@ -24,6 +24,7 @@ from harness.report.claims.speed import grad_accum, merge_latency, speed_order
 from harness.report.claims.verdicts import FAILS, HOLDS, INCONCLUSIVE, PARTLY, UNTESTABLE, judged
 from harness.report.comparisons import QualityEvidence
 from harness.report.frames import plain_methods
+from harness.report.lr_report import UNTUNED
 
 if TYPE_CHECKING:
     from harness.predict import memory_model as mm
@@ -113,6 +114,18 @@ def check_memory_claims(records: list[dict], calibration: mm.Calibrations | None
     return _claim_rows(memory, pd.DataFrame(), pd.DataFrame(), extra)
 
 
+def _left_out_for_rates(rates: RateSelection) -> str:
+    """Where a quality claim finds none of the runs it needs among the compared ones, the runs the records do hold
+    but the comparison left out for their learning rates: "needs a DoRA run" is not the whole story when DoRA ran,
+    at a rate no search chose."""
+    untuned = sorted(set(rates.left_out.get(UNTUNED, [])))
+    if not untuned:
+        return ""
+    return (
+        f" (the records hold runs of {', '.join(untuned)}, left out of every comparison: no search chose their rates)"
+    )
+
+
 def _claim_rows(claims: list[dict], runs: pd.DataFrame, variants: pd.DataFrame, extra: dict) -> pd.DataFrame:
     """Each claim checked on the runs it speaks of: LoRA's variants only for the claims about them, so a DoRA run
     never stands for "LoRA" in the documents' claims."""
@@ -128,6 +141,8 @@ def _claim_rows(claims: list[dict], runs: pd.DataFrame, variants: pd.DataFrame, 
         rates = extra.get("_rates")
         if claim["check"] in QUALITY_CHECKS and rates is not None and not rates.tuned:
             result = judged(result["measured"], INCONCLUSIVE, f"{NOT_TUNED} {result['why']}")
+        elif claim["check"] in QUALITY_CHECKS and result["verdict"] == UNTESTABLE and rates is not None:
+            result = {**result, "why": result["why"] + _left_out_for_rates(rates)}
         rows.append(
             {"id": claim["id"], "claim": claim["claim"], "source": claim["source"], "needs": claim["needs"], **result}
         )
