@@ -265,7 +265,8 @@ def test_a_methods_speed_is_its_fastest_seeds_and_its_score_the_seeds_mean():
 
 def test_nf4_stability_compares_forgetting_only_over_seeds_and_within_its_error():
     """One run of each format says nothing of forgetting (its seed-to-seed spread is unknown): no verdict from it.
-    Over three seeds each, a gap beyond two standard errors decides; one inside them is a tie."""
+    Over three seeds each, a gap beyond its 95 % interval (Welch's t: 2.78 at 4 df, not the 2 of two standard
+    errors) decides; one inside it is a tie."""
     params = {"spike_ratio": 1.5, "window": 5, "forgetting_tie": 0.005}
     losses = [1.0] * 12  # no spikes in either
 
@@ -278,13 +279,14 @@ def test_nf4_stability_compares_forgetting_only_over_seeds_and_within_its_error(
     one_each = claims.nf4_vs_fp4(*frames([0.138], [0.145]), params)
     assert one_each["verdict"] == claims.INCONCLUSIVE and "two or more seeds of nf4 and of fp4" in one_each["why"]
     clear = claims.nf4_vs_fp4(*frames([0.130, 0.131, 0.129], [0.150, 0.151, 0.149]), params)
-    assert clear["verdict"] == claims.HOLDS and "forgetting nf4 - fp4: -0.0200 ± 0.0016" in clear["measured"]
+    assert clear["verdict"] == claims.HOLDS
+    assert "forgetting nf4 - fp4: -0.0200 ± 0.0023 (95 %, Welch's t over seeds, 4.0 df)" in clear["measured"]
     noisy = claims.nf4_vs_fp4(*frames([0.12, 0.15, 0.135], [0.13, 0.16, 0.145]), params)
-    assert noisy["verdict"] == claims.INCONCLUSIVE  # -0.010, but 2 SE 0.025 over these seeds
-    # a tie on both says what could separate them: runs with spikes, and the seeds that would shrink 2 SE enough
-    # (2 SE 0.0245 over 3 seeds each against a 0.010 difference: 3 x (0.0245 / 0.010)^2 = 18 seeds)
+    assert noisy["verdict"] == claims.INCONCLUSIVE  # -0.010, but ± 0.034 over these seeds
+    # a tie on both says what could separate them: runs with spikes, and the seeds that would shrink the interval
+    # enough (its half-width t(0.975, df) x 0.0122 x sqrt(3 / m) falls under 0.010 at m = 19 seeds each)
     assert "loss spikes: none to compare" in noisy["why"], noisy
-    assert "about 18 seeds of each would take a difference of this size outside them" in noisy["why"], noisy
+    assert "about 19 seeds of each would take a difference of this size outside it" in noisy["why"], noisy
     tie = claims.nf4_vs_fp4(*frames([0.130, 0.150, 0.140], [0.131, 0.151, 0.141]), params)
     assert tie["verdict"] == claims.INCONCLUSIVE and "under the 0.005 tie, which more seeds" in tie["why"], tie
     worse = claims.nf4_vs_fp4(*frames([0.150, 0.151, 0.149], [0.130, 0.131, 0.129]), params)

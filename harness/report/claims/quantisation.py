@@ -18,6 +18,7 @@ from harness.report.claims.verdicts import (
     evidence_gaps,
     judged,
 )
+from harness.report.paired import t_quantile
 
 
 def _spikes(losses: list[float], ratio: float, window: int) -> int:
@@ -43,6 +44,15 @@ def _one_quant_configuration(q: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         if min(seeds) > 0 and key > best_key:
             best, best_key, name = group, key, f"r{int(r)}{', double quantisation' if dq else ''}"
     return (best, name) if best_key[0] > 0 else (best, "")
+
+
+def _welch(samples: list[pd.Series]) -> tuple[float, float]:
+    """The standard error of the difference of two means and its Welch-Satterthwaite degrees of freedom: with
+    three seeds each, two standard errors would call a difference that t's quantile (2.8 at 4 df) does not."""
+    parts = [float(v.var(ddof=1)) / len(v) for v in samples]
+    se = math.sqrt(sum(parts))
+    denominator = sum(p**2 / (len(v) - 1) for p, v in zip(parts, samples, strict=True))
+    return se, (se**4 / denominator if denominator > 0 else float(sum(len(v) - 1 for v in samples)))
 
 
 def nf4_vs_fp4(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict:
@@ -83,18 +93,29 @@ def nf4_vs_fp4(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict
                 "with no seed-to-seed error"
             )
         else:
-            se = float(np.sqrt(sum(v.var(ddof=1) / len(v) for v in by_quant.values())))
-            forgetting_error = f"; forgetting nf4 - fp4: {diff:+.4f} ± {2 * se:.4f} (2 SE over seeds)"
-            measurable = abs(diff) >= params["forgetting_tie"] and abs(diff) > 2 * se
+            se, df = _welch(list(by_quant.values()))
+            half = t_quantile(0.975, df) * se if se > 0 else 0.0
+            forgetting_error = (
+                f"; forgetting nf4 - fp4: {diff:+.4f} ± {half:.4f} (95 %, Welch's t over seeds, {df:.1f} df)"
+            )
+            measurable = abs(diff) >= params["forgetting_tie"] and abs(diff) > half
             compare.append(int(np.sign(diff)) if measurable else 0)
             if not measurable and abs(diff) >= params["forgetting_tie"] and se > 0:
-                # two SE shrink as 1/sqrt(seeds): how many seeds each would put this difference outside them
+                # the interval shrinks as 1/sqrt(seeds), and t's quantile with the degrees of freedom they bring: how
+                # many seeds each would put this difference outside it, were the spread to stay
                 each = min(len(v) for v in by_quant.values())
-                needed = math.ceil(round(each * (2 * se / abs(diff)) ** 2, 6))
+                needed = next(
+                    (
+                        m
+                        for m in range(each + 1, 1000)
+                        if t_quantile(0.975, df * (m - 1) / (each - 1)) * se * math.sqrt(each / m) < abs(diff)
+                    ),
+                    None,
+                )
                 forgetting_needs = (
-                    f"more seeds: forgetting differs by {diff:+.4f}, inside its two standard errors ({2 * se:.4f}, "
+                    f"more seeds: forgetting differs by {diff:+.4f}, inside its 95 % interval (± {half:.4f}, "
                     f"{each} seeds each); at this seed-to-seed spread about {needed} seeds of each would take a "
-                    "difference of this size outside them"
+                    "difference of this size outside it"
                 )
             elif not measurable:
                 forgetting_needs = (
@@ -139,7 +160,7 @@ def nf4_vs_fp4(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict
         f"a spike is a logged loss above {params['spike_ratio']}x the median of the {params['window']} before it; "
         "forgetting is the rise in loss on general text (not the task) from before to after training. "
         f"Holds if nf4 is better on one and no worse on the other (forgetting differences under "
-        f"{params['forgetting_tie']} or within two standard errors over seeds count as ties; with one seed of "
+        f"{params['forgetting_tie']} or within their 95 % interval over seeds count as ties; with one seed of "
         "either, forgetting is not compared); inconclusive when they tie on both.",
         missing,
     )
