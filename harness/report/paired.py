@@ -105,6 +105,20 @@ def _t_quantile(p: float, df: float) -> float:
     return (low + high) / 2
 
 
+def seeds_to_decide(se: float, seeds: int, distance: float, df_per_seed: float = 1.0, limit: int = 1000) -> int | None:
+    """The fewest seeds (more than `seeds`, at most `limit`) whose 95 % interval, t(df) x se x sqrt(seeds / m), falls
+    under `distance`, were the seed-to-seed spread to stay as measured; degrees of freedom df_per_seed x (m - 1).
+    None where even `limit` would not."""
+    return next(
+        (
+            m
+            for m in range(seeds + 1, limit + 1)
+            if t_quantile(0.975, df_per_seed * (m - 1)) * se * math.sqrt(seeds / m) < distance
+        ),
+        None,
+    )
+
+
 def t_quantile(p: float, df: float) -> float:
     """Student's t quantile (numpy has none, scipy is not a dependency): bisection on the CDF, integrated from
     the density with Simpson's rule; df rounded to 0.1 (cached). Accurate to about 1e-3 for df >= 1."""

@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness.report.comparisons import QualityEvidence
 from harness.report.lr_report import RateSelection
-from harness.report.paired import t_quantile
+from harness.report.paired import seeds_to_decide, t_quantile
 
 BELOW_FULL = "below full FT"
 
@@ -56,10 +56,7 @@ def _what_would_decide(gap: float, half: float, row: pd.Series) -> str:
         return "More seeds or test examples would decide"
     tolerance = TOLERANCE_PCT * float(row["a score"])  # in points, as gap and half
     n, se, distance = len(seeds), half / t_quantile(0.975, float(row["df"])), abs(gap - tolerance)
-    needed = next(
-        (m for m in range(n + 1, MAX_SEEDS_NAMED + 1) if t_quantile(0.975, m - 1) * se * (n / m) ** 0.5 < distance),
-        None,
-    )
+    needed = seeds_to_decide(se, n, distance, limit=MAX_SEEDS_NAMED)
     where = (
         f"about {needed} seeds of each would, were the gap and the spread to stay as measured"
         if needed

@@ -18,7 +18,7 @@ from harness.report.claims.verdicts import (
     evidence_gaps,
     judged,
 )
-from harness.report.paired import t_quantile
+from harness.report.paired import seeds_to_decide, t_quantile
 
 
 def _spikes(losses: list[float], ratio: float, window: int) -> int:
@@ -104,14 +104,7 @@ def nf4_vs_fp4(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dict
                 # the interval shrinks as 1/sqrt(seeds), and t's quantile with the degrees of freedom they bring: how
                 # many seeds each would put this difference outside it, were the spread to stay
                 each = min(len(v) for v in by_quant.values())
-                needed = next(
-                    (
-                        m
-                        for m in range(each + 1, 1000)
-                        if t_quantile(0.975, df * (m - 1) / (each - 1)) * se * math.sqrt(each / m) < abs(diff)
-                    ),
-                    None,
-                )
+                needed = seeds_to_decide(se, each, abs(diff), df_per_seed=df / (each - 1))
                 forgetting_needs = (
                     f"more seeds: forgetting differs by {diff:+.4f}, inside its 95 % interval (± {half:.4f}, "
                     f"{each} seeds each); at this seed-to-seed spread about {needed} seeds of each would take a "
