@@ -263,6 +263,19 @@ def test_a_methods_speed_is_its_fastest_seeds_and_its_score_the_seeds_mean():
     assert lora["tokens_per_s"] == 120.0 and lora["score"] == pytest.approx(0.5) and lora["n_seeds"] == 2
 
 
+def test_the_answer_names_its_winners_from_the_means_and_sends_the_reader_to_the_paired_verdict():
+    """A mean's lead over three seeds is often inside its error: the answer must not read as a verdict."""
+    from harness.report.tradeoff_report import _answer
+
+    _, variants = _variant_frames([
+        {"label": "full", "method": "full", "score": 0.6, "field_acc": 0.9, "tokens_per_s": 100.0},
+        {"label": "lora-r16", "method": "lora", "r": 16, "score": 0.59, "field_acc": 0.9, "tokens_per_s": 150.0},
+    ])  # fmt: skip
+    answer = _answer(variants)
+    assert "Best task score" in answer and "**full**" in answer
+    assert "read from the means, errors left out" in answer and "paired intervals" in answer
+
+
 def test_nf4_stability_compares_forgetting_only_over_seeds_and_within_its_error():
     """One run of each format says nothing of forgetting (its seed-to-seed spread is unknown): no verdict from it.
     Over three seeds each, a gap beyond its 95 % interval (Welch's t: 2.78 at 4 df, not the 2 of two standard

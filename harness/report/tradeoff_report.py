@@ -110,7 +110,11 @@ def matrix_table(variants: pd.DataFrame) -> pd.DataFrame:
 
 
 def _answer(variants: pd.DataFrame) -> str:
-    """The sweep's short answer: best score, and the least memory within 5 % of it."""
+    """The sweep's short answer: best score, and the least memory within 5 % of it.
+
+    Point estimates only; it says so, because with few seeds a mean's lead is often inside its error (the summary
+    section, from paired gaps, is the verdict).
+    """
     if variants.empty:
         return "No run finished ok."
     if not (variants["score"].fillna(0) > 0).any():
@@ -130,7 +134,8 @@ def _answer(variants: pd.DataFrame) -> str:
         f"Best task score (exact match, then field accuracy): **{best['label']}** ({best['score']:.3f} / "
         f"{best['field_acc']:.3f}). Least peak memory within 5 % of both: **{near['label']}** "
         f"({near['peak_mem_mib']:.0f} MiB, {near['score']:.3f} / {near['field_acc']:.3f}). Fastest training: "
-        f"**{fastest['label']}** ({fastest['tokens_per_s']:.0f} tokens/s)."
+        f"**{fastest['label']}** ({fastest['tokens_per_s']:.0f} tokens/s). These are read from the means, errors "
+        "left out: the summary's paired intervals say whether a gap is decided."
     )
 
 
