@@ -14,7 +14,16 @@ import pytest
 from harness.config import ConfigError
 from harness.lr_choice import choices, search_group
 from harness.report import claims
-from harness.report.lr_report import OFF_RATE, TUNED, UNTUNED, rate_status, select_runs
+from harness.report.lr_report import (
+    OFF_RATE,
+    TUNED,
+    UNTUNED,
+    choice_table,
+    near_ties,
+    rate_status,
+    seed_spread,
+    select_runs,
+)
 from harness.results import (
     existing_ok_record,
     load_records,
@@ -94,6 +103,37 @@ def test_an_edge_optimum_is_flagged_and_no_run_takes_it(make_config):
     _grid(make_config, "lora", {1: 0.02, 2: 0.03, 4: 0.05, 8: 0.06, 16: 0.09})
     lora = next(c for c in choices(load_records(make_config().results_dir)).values() if c.method_label == "lora-r16")
     assert lora.edge == "low" and lora.rates_to_add() == [pytest.approx(0.5 * 5e-4)]
+
+
+def test_a_runner_up_closer_than_the_seeds_at_the_choice_is_named_a_near_tie(make_config):
+    """The search runs one seed: where the seeds at the chosen rate spread wider than the runner-up's gap, the
+    report must not present the choice as a measured optimum."""
+    searched = _grid(make_config, "lora", {1: 0.06, 2: 0.041, 4: 0.040, 8: 0.05, 16: 0.09})
+
+    def seeds_at_choice(*losses: float) -> list[dict]:
+        return [_record(make_config("method=lora", "train.learning_rate_scale=4", f"train.seed={seed}"), loss, 0.5)
+                for seed, loss in enumerate(losses, start=1)]  # fmt: skip
+
+    noisy = seeds_at_choice(0.030, 0.045)
+    found = choices(searched + noisy)
+    spread = seed_spread(found, searched + noisy)
+    (choice,) = found.values()
+    assert choice.chosen == pytest.approx(2e-3) and choice.seed == 0  # the seeds do not move the choice
+    assert spread[choice.group] == (pytest.approx(0.030), pytest.approx(0.045), 3)  # seed 0's search run counts
+    assert near_ties(found, spread) == ["lora-r16"]
+    row = choice_table(found, spread).iloc[0]
+    assert (
+        row["runner-up (loss above)"] == "0.001 (+0.0010)" and row["seeds at the choice"] == "0.0300-0.0450 (3 seeds)"
+    )
+    # seeds closer to each other than the runner-up is to the choice: the choice stands
+    steady = seeds_at_choice(0.0401, 0.0403)
+    assert near_ties(choices(searched + steady), seed_spread(choices(searched + steady), searched + steady)) == []
+    # one seed at the choice: its spread is unmeasured, and no tie is claimed either way
+    alone = seed_spread(choices(searched), searched)
+    assert (
+        near_ties(choices(searched), alone) == []
+        and choice_table(choices(searched), alone).iloc[0]["seeds at the choice"] == "1 seed"
+    )
 
 
 def test_searches_that_choose_nothing_say_why_before_anything_trains(make_config):

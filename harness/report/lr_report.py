@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from pathlib import Path
 
 import matplotlib
@@ -91,9 +92,59 @@ def _full_rate(found: dict[str, Choice]) -> float | None:
     return rates[0] if len(rates) == 1 else None
 
 
-def choice_table(found: dict[str, Choice]) -> pd.DataFrame:
-    """One row per search: its rates and their validation loss, the choice and its ratio to full FT's."""
+def seed_spread(found: dict[str, Choice], records: list[dict]) -> dict[str, tuple[float, float, int]]:
+    """Per search group with a choice: the (lowest, highest) validation loss at the end over the seeds that ran at
+    the chosen rate, and how many seeds (a seed's runs at one rate averaged).
+
+    The search ran one seed, so how far one seed's loss moves at one rate is measured only by the test runs'
+    seeds; a runner-up rate closer than that is a choice of the rule, not a measured optimum."""
+    by_group: dict[str, dict[int, list[float]]] = {}
+    for r in records:
+        choice = found.get(search_group(r["config"]))
+        loss = r.get("metrics", {}).get("eval_loss")
+        if choice is None or choice.chosen is None or r.get("status") != "ok" or loss is None:
+            continue
+        if same_rate(learning_rate_of(r), choice.chosen) and math.isfinite(loss):
+            by_group.setdefault(choice.group, {}).setdefault(r["config"]["train"]["seed"], []).append(float(loss))
+    out = {}
+    for group, seeds in by_group.items():
+        means = [sum(v) / len(v) for v in seeds.values()]
+        out[group] = (min(means), max(means), len(means))
+    return out
+
+
+def _runner_up(c: Choice) -> tuple[float, float] | None:
+    """(rate, loss above the chosen rate's) of the second-best rate of a choice."""
+    if c.chosen is None:
+        return None
+    best = min(loss for _, loss in c.points)
+    rest = sorted((loss, rate) for rate, loss in c.points if not same_rate(rate, c.chosen))
+    return (rest[0][1], rest[0][0] - best) if rest and math.isfinite(rest[0][0]) else None
+
+
+def near_ties(found: dict[str, Choice], spread: dict[str, tuple[float, float, int]]) -> list[str]:
+    """Labels of the choices whose runner-up rate is closer in validation loss than the seeds at the chosen rate
+    are to each other: one seed's search cannot tell those two rates apart."""
+    out = []
+    for c in found.values():
+        runner, seeds = _runner_up(c), spread.get(c.group)
+        if runner and seeds and seeds[2] >= 2 and runner[1] < seeds[1] - seeds[0]:
+            out.append(c.method_label)
+    return sorted(out)
+
+
+def _spread_cell(seeds: tuple[float, float, int] | None) -> str:
+    if seeds is None:
+        return "-"
+    low, high, n = seeds
+    return f"{low:.4f}-{high:.4f} ({n} seeds)" if n >= 2 else "1 seed"
+
+
+def choice_table(found: dict[str, Choice], spread: dict[str, tuple[float, float, int]] | None = None) -> pd.DataFrame:
+    """One row per search: its rates and their validation loss, the choice and its ratio to full FT's, the
+    runner-up rate and how far the seeds at the choice spread (where more than one ran there)."""
     full = _full_rate(found)
+    spread = spread or {}
     rows = []
     for c in sorted(found.values(), key=lambda c: (c.method_label != "full", c.method_label)):
         if len(c.points) < 2 and c.failed == 0:
@@ -116,6 +167,8 @@ def choice_table(found: dict[str, Choice]) -> pd.DataFrame:
                 "validation loss by rate": ", ".join(f"{rate:.3g}: {loss:.4f}" for rate, loss in c.points),
                 "chosen rate": f"{c.chosen:.3g}" if c.chosen else "-",
                 "x full FT's": f"{c.chosen / full:.3g}" if c.chosen and full else "-",
+                "runner-up (loss above)": f"{runner[0]:.3g} (+{runner[1]:.4f})" if (runner := _runner_up(c)) else "-",
+                "seeds at the choice": _spread_cell(spread.get(c.group)) if c.chosen else "-",
                 "seed": c.seed,
                 "failed runs": c.failed,
                 "status": state,
@@ -174,7 +227,8 @@ def lr_section(
     selection: RateSelection, scored: list[dict], search_records: list[dict]
 ) -> tuple[pd.DataFrame | None, str]:
     """The report's learning-rate section: the table of searches and the text around it."""
-    table = choice_table(selection.choices)
+    spread = seed_spread(selection.choices, [*scored, *search_records])
+    table = choice_table(selection.choices, spread)
     agree, total = rule_agreement(scored)
     text = [selection.note()]
     if not table.empty:
@@ -201,4 +255,15 @@ def lr_section(
             else "No method has test-scored runs at two rates, so the rule's agreement with the test score is not "
             "measured here."
         )
+        text.append(
+            "The search ran one seed; 'seeds at the choice' is how far the validation loss of the test runs' seeds "
+            "spread at the chosen rate (the same rate, another seed)."
+        )
+        ties = near_ties(selection.choices, spread)
+        if ties:
+            text.append(
+                f"Near ties: for {', '.join(ties)} the runner-up rate's loss is closer to the chosen one's than the "
+                "seeds at the chosen rate are to each other, so one seed's search cannot tell those two rates apart; "
+                "the choice there is the rule's, not a measured optimum (a search over more seeds would decide)."
+            )
     return (table if not table.empty else None), " ".join(t.strip() for t in text)
