@@ -385,3 +385,48 @@ def test_an_undecided_pick_names_the_seeds_that_would_decide_where_the_seeds_car
     one_seed = three_seeds.copy()
     one_seed["seeds"], one_seed["seed_variance"], one_seed["df"] = "0", False, 399.0
     assert summary._what_would_decide(5.0, 6.0, one_seed) == "More seeds or test examples would decide"
+
+
+def test_once_seeds_measurably_move_the_gaps_a_one_seed_gap_decides_nothing():
+    """Full FT and LoRA r16 ran two seeds each and their gap moved a lot between them; LoRA r4 ran one seed and
+    scored nothing. Its one-seed interval is over test examples only: narrow, and blind to the seeds' spread the
+    records measure. So neither the gap claim nor the summary takes a side on it; without the two-seed runs (no
+    seed variance measured anywhere) the same one-seed gap decides, as before."""
+    from harness.report.lr_report import RateSelection
+    from harness.report.summary import first_screen
+
+    rng = np.random.default_rng(1)
+    base = (rng.random(400) < 0.3).astype(float)
+    outcomes = {"full": _seeded(base, {0: 120, 1: 200}, rng), "lora-r16": _seeded(base, {0: 0, 1: 120}, rng),
+                "lora-r4": {0: np.zeros(400)}}  # fmt: skip
+    variants = _variants({"full": {"method": "full", "score": 0.7, "field_acc": 0.85},
+                          "lora-r4": {"method": "lora", "r": 4, "score": 0.0, "field_acc": 0.5},
+                          "lora-r16": {"method": "lora", "score": 0.45, "field_acc": 0.7}})  # fmt: skip
+    runs = variants.assign(losses=[[]] * len(variants), forgetting_delta=None)
+    decision = pd.DataFrame({"method": ["full", "lora-r4", "lora-r16"], "peak GiB": [3.9, 1.7, 1.8],
+                             "peak from": ["predicted (not calibrated)"] * 3})  # fmt: skip
+    rates = RateSelection([], True, {}, {})
+
+    def evidence(labels: list[str]) -> comparisons.QualityEvidence:
+        table = comparisons.comparisons(_examples({k: outcomes[k] for k in labels}), variants)
+        return comparisons.QualityEvidence(table, (), "60 steps", (), tuple(labels))
+
+    quality = evidence(["full", "lora-r16", "lora-r4"])
+    assert quality.seed_variance_measured().startswith("full - lora-r16 ±")
+    result = claims.score_gap(runs, variants, {"method": "lora", "max_gap_pct": 5, "_quality": quality})
+    assert "lora-r4 exact match: +100.0 %" in result["measured"]
+    assert "(inconclusive; seeds 0, no seed variance)" in result["measured"], result["measured"]
+    assert result["verdict"] == claims.INCONCLUSIVE
+    assert "a second seed or more of lora-r4 exact match, lora-r4 field accuracy" in result["why"], result["why"]
+    screen = first_screen(variants, quality, rates, decision)
+    assert screen.startswith("**No pick yet.**") and "lora-r4" in screen and "from one seed" in screen, screen
+    assert "Pick full FT where it fits" not in screen
+    # nothing measured the seeds' spread: the one-seed gap decides (100 % below full FT: does not hold)
+    alone = evidence(["full", "lora-r4"])
+    one_each = variants[variants["label"] != "lora-r16"]
+    assert alone.seed_variance_measured() is None
+    result = claims.score_gap(runs, one_each, {"method": "lora", "max_gap_pct": 5, "_quality": alone})
+    assert result["verdict"] == claims.FAILS, result
+    assert first_screen(one_each, alone, rates, decision[decision["method"] != "lora-r16"]).startswith(
+        "**Pick full FT where it fits.**"
+    )

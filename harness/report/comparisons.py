@@ -198,6 +198,29 @@ class QualityEvidence:
     # the labels with per-example results
     scored: tuple[str, ...] = ()
 
+    def seed_variance_measured(self) -> str | None:
+        """Where any comparison here ran two or more seeds on both sides, the narrowest of their exact-match gaps'
+        intervals (below full FT's first), as text; None where none did.
+
+        Once the records measure how far seeds move a gap, a one-seed gap's interval (over test examples only) is
+        known to leave that out, and decides nothing: claims and the summary leave such a gap undecided."""
+        if self.table.empty or "seed_variance" not in self.table:
+            return None
+        rows = self.table[self.table["seed_variance"].astype(bool) & (self.table["metric"] == "exact match")]
+        if rows.empty:
+            return None
+        below_full = rows[rows["comparison"] == "below full FT"]
+        row = (below_full if not below_full.empty else rows).sort_values("half_width").iloc[0]
+        return (
+            f"{row['a']} - {row['b']} ±{100 * float(row['half_width']):.1f} points over seeds {row['seeds']}, the "
+            "narrowest such interval"
+        )
+
+    def decides(self, row: pd.Series) -> bool:
+        """Whether a comparison row's interval can carry a verdict: it has the seeds' variance in it, or no
+        comparison here measured that variance (see seed_variance_measured)."""
+        return bool(row["seed_variance"]) or self.seed_variance_measured() is None
+
     def budget_text(self, labels: list[str]) -> str:
         """At what budget a comparison of `labels` holds, and whether it could still move."""
         text = f"at {self.budget}"

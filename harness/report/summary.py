@@ -91,6 +91,9 @@ def first_screen(variants: pd.DataFrame, quality: QualityEvidence, rates: RateSe
         gap, half = 100 * float(row["gap"]), 100 * float(row["half_width"])
         tolerance = TOLERANCE_PCT / 100 * 100 * float(row["a score"])
         entry = (float(peaks.loc[label, "peak GiB"]), label, gap, half)
+        if not quality.decides(row):  # one seed, while seeds measurably move gaps here: no side taken
+            undecided.append(entry)
+            continue
         (within if gap + half <= tolerance else below if gap - half > tolerance else undecided).append(entry)
     source = str(peaks["peak from"].iloc[0]).split(" (")[0]
     if within:
@@ -101,15 +104,42 @@ def first_screen(variants: pd.DataFrame, quality: QualityEvidence, rates: RateSe
             f"{gap:+.1f} ± {half:.1f} points, paired on the same test examples)."
         )
     elif undecided:
-        peak, label, gap, half = min(undecided)
-        others = ", ".join(f"{e[1]} {e[2]:+.1f} ± {e[3]:.1f}" for e in sorted(undecided)[1:4])
+        seeded = [e for e in undecided if quality.decides(gaps.loc[e[1]])]
+        one_seed = sorted(e for e in undecided if e not in seeded)
+        one_seed_text = ", ".join(f"{e[1]} {e[2]:+.1f} ± {e[3]:.1f}" for e in one_seed[:4])
+        measured = quality.seed_variance_measured()
+        if seeded:
+            peak, label, gap, half = min(seeded)
+            others = ", ".join(f"{e[1]} {e[2]:+.1f} ± {e[3]:.1f}" for e in sorted(seeded)[1:4])
+            why = (
+                f"an interval that reaches both sides of the {TOLERANCE_PCT:g} % line"
+                + (f" (so do {others})" if others else "")
+                + f". {_what_would_decide(gap, half, gaps.loc[label])}"
+            )
+            tail = (
+                f" Undecided too, from one seed whatever their interval (over test examples only, while seeds move "
+                f"these gaps here: {measured}): {one_seed_text}."
+                if one_seed
+                else ""
+            )
+        else:
+            peak, label, gap, half = one_seed[0]
+            why = (
+                "from one seed, over test examples only, while seeds move these gaps here "
+                f"({measured}): no side of the {TOLERANCE_PCT:g} % line is taken"
+                + (
+                    f" (nor for {', '.join(f'{e[1]} {e[2]:+.1f} ± {e[3]:.1f}' for e in one_seed[1:4])})"
+                    if len(one_seed) > 1
+                    else ""
+                )
+                + ". More seeds of each would decide, not more test examples"
+            )
+            tail = ""
         text = (
-            f"**No pick yet.** The cheapest method that may be within {TOLERANCE_PCT:g} % of full FT's exact match, "
-            f"{label} ({peak:.2f} GiB against {full_peak:.2f}, {source}): full FT minus it is {gap:+.1f} ± {half:.1f} "
-            f"points, an interval that reaches both sides of the {TOLERANCE_PCT:g} % line"
-            + (f" (so do {others})" if others else "")
-            + f". {_what_would_decide(gap, half, gaps.loc[label])}; until then full FT is the safe "
-            "choice where it fits."
+            f"**No pick yet.** The cheapest method {'measured over several seeds ' if seeded and one_seed else ''}"
+            f"that may be within {TOLERANCE_PCT:g} % of full FT's exact match, {label} ({peak:.2f} GiB against "
+            f"{full_peak:.2f}, {source}): full FT minus it is {gap:+.1f} ± {half:.1f} points, {why}; until then full "
+            "FT is the safe choice where it fits." + tail
         )
     else:
         peak, label, gap, half = min(below)

@@ -42,6 +42,7 @@ def _paired_score_gap(runs: pd.DataFrame, f: pd.Series, others: pd.DataFrame, ma
     table = quality.table[(quality.table["comparison"] == "below full FT") & (quality.table["a"] == f["label"])]
     parts, verdicts, missing = [], [], evidence_gaps(runs, gpu=False)
     wide_seeds, wide_examples, few_seeds = [], [], []  # undecided cells: for want of seeds / of test examples
+    one_seed: list[str] = []  # cells of one seed, undecided where other comparisons measure the seeds' variance
     for _, o in others.iterrows():
         rows = table[table["b"] == o["label"]]
         if rows.empty:
@@ -53,10 +54,13 @@ def _paired_score_gap(runs: pd.DataFrame, f: pd.Series, others: pd.DataFrame, ma
                 continue
             gap, hw = float(row["rel_gap_pct"]), float(row["rel_half_width_pct"])
             verdict = gap_verdict(gap, hw, max_gap)
-            verdicts.append(verdict)
             seeds = row["seeds"] if row["seed_variance"] else f"{row['seeds']}, no seed variance"
+            if not quality.decides(row):
+                verdict = INCONCLUSIVE
+                one_seed.append(f"{o['label']} {row['metric']}")
+            verdicts.append(verdict)
             parts.append(f"{o['label']} {row['metric']}: {gap:+.1f} % ± {hw:.1f} ({verdict}; seeds {seeds})")
-            if verdict == INCONCLUSIVE and 2 * hw > max_gap:
+            if verdict == INCONCLUSIVE and 2 * hw > max_gap and quality.decides(row):
                 cell = f"{o['label']} {row['metric']} ±{hw:.1f} %"
                 if row["seed_variance"] and float(row["df"]) < 10:
                     wide_seeds.append(cell)
@@ -74,6 +78,11 @@ def _paired_score_gap(runs: pd.DataFrame, f: pd.Series, others: pd.DataFrame, ma
         wide.append(
             "more test examples, or seeds of the runs with one (their error is over test examples only): the 95 % "
             f"intervals ({', '.join(wide_examples)}) are {band}"
+        )
+    if one_seed:
+        wide.append(
+            f"a second seed or more of {', '.join(one_seed)}: one seed's interval is over test examples only, and "
+            f"seeds move these gaps here ({quality.seed_variance_measured()})"
         )
     verdict, undecided = combine_verdicts(verdicts), ""
     if wide and {HOLDS, FAILS} <= set(verdicts):
@@ -156,15 +165,25 @@ def rank_quality(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> di
         return decide("-", INCONCLUSIVE, "the gain of a rank over the next is computed example by example", missing)
     r_of = dict(zip(lora["label"], lora["r"], strict=True))
     worth = float(params["min_gain_points"])
-    parts, above_eight = [], []
+    parts, above_eight, one_seed = [], [], []
     for _, row in steps.iterrows():
         gain, hw = 100 * float(row["gap"]), 100 * float(row["half_width"])
         seeds = f"seeds {row['seeds']}" if row["seed_variance"] else "over test examples only, no seed variance"
-        parts.append(f"r{r_of[row['b']]:.0f} -> r{r_of[row['a']]:.0f}: {gain:+.1f} ± {hw:.1f} points ({seeds})")
+        step = f"r{r_of[row['b']]:.0f} -> r{r_of[row['a']]:.0f}"
+        parts.append(f"{step}: {gain:+.1f} ± {hw:.1f} points ({seeds})")
         if r_of[row["b"]] >= 8:
-            above_eight.append((gain, hw))
+            if quality.decides(row):
+                above_eight.append((gain, hw))
+            else:
+                one_seed.append(step)
+    if one_seed:
+        missing.append(
+            f"two or more seeds at each rank of {', '.join(one_seed)}: one seed's interval is over test examples "
+            f"only, and seeds move these gaps here ({quality.seed_variance_measured()})"
+        )
     if not above_eight:
-        missing.append("a LoRA run above r=8")
+        if not one_seed:
+            missing.append("a LoRA run above r=8")
         verdict = INCONCLUSIVE
     elif any(g - h > 0 for g, h in above_eight):
         verdict = HOLDS  # a rank above 8 measurably better: bumping it pays
