@@ -68,6 +68,11 @@ def _what_would_decide(gap: float, half: float, row: pd.Series) -> str:
     )
 
 
+def _listed(entries: list[tuple[float, str, float, float]]) -> str:
+    """(peak, label, gap, half) entries as 'label +gap ± half', comma-separated."""
+    return ", ".join(f"{label} {gap:+.1f} ± {half:.1f}" for _, label, gap, half in entries)
+
+
 def first_screen(variants: pd.DataFrame, quality: QualityEvidence, rates: RateSelection, decision: pd.DataFrame) -> str:
     """A few sentences: the pick, its cost against full FT, and how sure the evidence makes it."""
     if variants.empty or not (variants["score"].fillna(0) > 0).any():
@@ -106,11 +111,10 @@ def first_screen(variants: pd.DataFrame, quality: QualityEvidence, rates: RateSe
     elif undecided:
         seeded = [e for e in undecided if quality.decides(gaps.loc[e[1]])]
         one_seed = sorted(e for e in undecided if e not in seeded)
-        one_seed_text = ", ".join(f"{e[1]} {e[2]:+.1f} ± {e[3]:.1f}" for e in one_seed[:4])
         measured = quality.seed_variance_measured()
         if seeded:
             peak, label, gap, half = min(seeded)
-            others = ", ".join(f"{e[1]} {e[2]:+.1f} ± {e[3]:.1f}" for e in sorted(seeded)[1:4])
+            others = _listed(sorted(seeded)[1:4])
             why = (
                 f"an interval that reaches both sides of the {TOLERANCE_PCT:g} % line"
                 + (f" (so do {others})" if others else "")
@@ -118,7 +122,7 @@ def first_screen(variants: pd.DataFrame, quality: QualityEvidence, rates: RateSe
             )
             tail = (
                 f" Undecided too, from one seed whatever their interval (over test examples only, while seeds move "
-                f"these gaps here: {measured}): {one_seed_text}."
+                f"these gaps here: {measured}): {_listed(one_seed[:4])}."
                 if one_seed
                 else ""
             )
@@ -127,11 +131,7 @@ def first_screen(variants: pd.DataFrame, quality: QualityEvidence, rates: RateSe
             why = (
                 "from one seed, over test examples only, while seeds move these gaps here "
                 f"({measured}): no side of the {TOLERANCE_PCT:g} % line is taken"
-                + (
-                    f" (nor for {', '.join(f'{e[1]} {e[2]:+.1f} ± {e[3]:.1f}' for e in one_seed[1:4])})"
-                    if len(one_seed) > 1
-                    else ""
-                )
+                + (f" (nor for {_listed(one_seed[1:4])})" if len(one_seed) > 1 else "")
                 + ". More seeds of each would decide, not more test examples"
             )
             tail = ""
