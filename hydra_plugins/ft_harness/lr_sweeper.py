@@ -98,6 +98,9 @@ class LearningRateSearchSweeper(BasicSweeper):
             if reason is None:
                 return self._search_then_run(declared)
             log.info("[lr search] no learning-rate search: %s", reason)
+            # no search, so no grid to extend: a cpu_quick sweep's one rate per method is not an edge optimum
+            # (extending it ran every job again at half its rate, then again, before this return)
+            return super().sweep(arguments)
         returns = super().sweep(arguments)
         return self._extend(returns)
 
