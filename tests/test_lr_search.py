@@ -294,7 +294,11 @@ def test_the_tradeoff_sweep_searches_each_method_then_runs_it_at_its_chosen_rate
     quick_cmd = [*cmd[:-2], "profile=cpu_quick", f"results_dir={tmp_path / 'quick'}", f"hydra.sweep.dir={tmp_path}/q"]
     quick = subprocess.run(quick_cmd, capture_output=True, text=True, timeout=900)
     assert quick.returncode == 0 and "no learning-rate search: profile cpu_quick" in quick.stdout + quick.stderr
-    assert not any(r["config"]["eval"]["validation_only"] for r in load_records(tmp_path / "quick"))
+    quick_records = load_records(tmp_path / "quick")
+    assert not any(r["config"]["eval"]["validation_only"] for r in quick_records)
+    # and extends nothing: its one rate per method is no grid (it once ran every job again at half its rate)
+    assert "rate(s) added" not in quick.stdout + quick.stderr
+    assert len(quick_records) == 2 and {r["config"]["train"]["learning_rate_scale"] for r in quick_records} == {1.0}
 
 
 def _budget_record(tmp_path, method: str, steps: int, scale: float, *, loss: float, outcomes=None) -> dict:
