@@ -307,6 +307,8 @@ def test_a_variant_claim_is_decided_on_its_paired_gap_with_the_seeds_variance(
     quality = dataclasses.replace(quality, table=comparisons.comparisons(one, variants))
     result = claims.variant_gap(runs, variants, {**params, "_quality": quality})
     assert result["verdict"] == claims.INCONCLUSIVE and "two or more seeds of dora-r16" in result["why"]
+    if verdict != claims.INCONCLUSIVE:  # nor is any metric's: each reads as one seed's, not the rule's verdict
+        assert result["measured"].count("(inconclusive; seeds 0, no seed variance)") == 2, result["measured"]
     # no DoRA run: not testable; no per-example results: inconclusive, saying so
     plain = plain_methods(variants)
     assert claims.variant_gap(runs, plain, params)["verdict"] == claims.UNTESTABLE

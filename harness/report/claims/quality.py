@@ -239,10 +239,11 @@ def variant_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dic
             verdict = (HOLDS if g + h >= gain else PARTLY) if g - h > 0 else FAILS if g + h < gain else INCONCLUSIVE
         else:
             verdict = HOLDS if abs(g) + h <= tie else FAILS if abs(g) - h > 0 else INCONCLUSIVE
+        seeds = row["seeds"] if row["seed_variance"] else f"{row['seeds']}, no seed variance"
+        if not row["seed_variance"]:  # one seed decides nothing, whatever its interval over the test examples
+            verdict = INCONCLUSIVE
         verdicts.append(verdict)
-        parts.append(
-            f"{row['a']} - {row['b']} {row['metric']}: {g:+.1f} ± {h:.1f} points ({verdict}; seeds {row['seeds']})"
-        )
+        parts.append(f"{row['a']} - {row['b']} {row['metric']}: {g:+.1f} ± {h:.1f} points ({verdict}; seeds {seeds})")
         if verdict == INCONCLUSIVE and row["seed_variance"]:
             undecided.append((f"{row['a']} {row['metric']} ±{h:.1f}", f"{row['seeds']}", float(row["df"])))
     if undecided and combine_verdicts(verdicts) == INCONCLUSIVE and not no_seeds:
