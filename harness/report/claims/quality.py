@@ -239,9 +239,9 @@ def variant_gap(runs: pd.DataFrame, variants: pd.DataFrame, params: dict) -> dic
             verdict = (HOLDS if g + h >= gain else PARTLY) if g - h > 0 else FAILS if g + h < gain else INCONCLUSIVE
         else:
             verdict = HOLDS if abs(g) + h <= tie else FAILS if abs(g) - h > 0 else INCONCLUSIVE
-        seeds = row["seeds"] if row["seed_variance"] else f"{row['seeds']}, no seed variance"
+        seeds = row["seeds"]
         if not row["seed_variance"]:  # one seed decides nothing, whatever its interval over the test examples
-            verdict = INCONCLUSIVE
+            seeds, verdict = f"{seeds}, no seed variance", INCONCLUSIVE
         verdicts.append(verdict)
         parts.append(f"{row['a']} - {row['b']} {row['metric']}: {g:+.1f} ± {h:.1f} points ({verdict}; seeds {seeds})")
         if verdict == INCONCLUSIVE and row["seed_variance"]:
